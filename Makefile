@@ -1,0 +1,30 @@
+# Set-up is automatic: every target creates .venv (if missing) and installs gflow into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/gflow demo --out runs/demo
+
+test: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check gflow tests benchmarks
+	$(BIN)/ruff format --check gflow tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix gflow tests benchmarks
+	$(BIN)/ruff format gflow tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
