@@ -1,0 +1,299 @@
+"""Typed simulation config: TOML in, frozen dataclasses out, validated before anything compiles.
+
+Every problem is reported as a :class:`ConfigError` whose one-line message names the field
+(``section.key``) and what would be valid. Frozen dataclasses hash by value, so a config can be a
+static argument of ``jax.jit`` without retracing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+MODEL_NAMES = ("ufm-ce", "ulpm")
+DYNAMICS_KINDS = ("flow", "gd")
+PRECISIONS = ("float32", "float64")
+REPARAMS = ("none",)
+SAVE_SPACINGS = ("log", "linear")
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``str(err)`` is one line naming the field and what is valid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str = "ufm-ce"
+    classes: int = 4
+    dim: int = 8
+    per_class: int | tuple[int, ...] = 5
+    wd_W: float = 5e-3
+    wd_H: float = 5e-3
+    wd_b: float = 5e-3
+    bias: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicsConfig:
+    kind: str = "flow"
+    solver: str = "tsit5"
+    t1: float = 5000.0
+    rtol: float = 1e-8
+    atol: float = 1e-10
+    dt0: float | None = None
+    max_steps: int = 20_000
+    reparam: str = "none"
+    optimizer: str = "sgd"
+    lr: float = 0.5
+    steps: int = 20_000
+    saves: int = 50
+    save_spacing: str = "log"
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig:
+    count: int = 16
+    seed: int = 0
+    scale: float = 0.1
+    from_file: str | None = None  # TOML key: `from`
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    precision: str = "float32"
+    out: str = "runs/gflow"
+    progress: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    dynamics: DynamicsConfig = DynamicsConfig()
+    init: InitConfig = InitConfig()
+    run: RunConfig = RunConfig()
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """Copy with some fields changed: ``cfg.replace(run={"out": "x"})``; re-validated."""
+        raw = to_dict(self)
+        for section, values in sections.items():
+            if section not in raw:
+                raise ConfigError(f"{section}: unknown section; valid: {', '.join(raw)}")
+            raw[section].update(values)
+        return from_dict(raw)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(class_counts(self.model))
+
+
+# Defaults that differ by model, used where the TOML omits the key.
+_MODEL_DEFAULTS = {"ulpm": {"wd_W": 0.0, "wd_H": 0.0, "wd_b": 0.0, "bias": False}}
+
+_SECTIONS = {"model": ModelConfig, "dynamics": DynamicsConfig, "init": InitConfig, "run": RunConfig}
+_TOML_NAMES = {("init", "from_file"): "from"}  # dataclass field -> TOML key, where they differ
+
+
+def _toml_key(section: str, field: str) -> str:
+    return _TOML_NAMES.get((section, field), field)
+
+
+def class_counts(model: ModelConfig) -> tuple[int, ...]:
+    """Per-class sample counts n_k (length ``classes``)."""
+    if isinstance(model.per_class, int):
+        return (model.per_class,) * model.classes
+    return tuple(model.per_class)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config: {path} is not valid TOML: {err}") from None
+    return from_dict(raw)
+
+
+def loads(text: str) -> Config:
+    """Parse and validate TOML text."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config: not valid TOML: {err}") from None
+    return from_dict(raw)
+
+
+def from_dict(raw: Mapping[str, Any]) -> Config:
+    """Build a :class:`Config` from nested mappings (TOML layout) and validate it."""
+    for section in raw:
+        if section not in _SECTIONS:
+            raise ConfigError(f"{section}: unknown section; valid: {', '.join(_SECTIONS)}")
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        values = raw.get(section, {})
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{section}: must be a table ([{section}])")
+        fields = {_toml_key(section, f.name): f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        if section == "model":
+            kwargs.update(_MODEL_DEFAULTS.get(values.get("name"), {}))
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(f"{section}.{key}: unknown key; valid: {', '.join(fields)}")
+            kwargs[fields[key].name] = _coerce(f"{section}.{key}", value, fields[key].type)
+        sections[section] = cls(**kwargs)
+    cfg = Config(**sections)
+    validate(cfg)
+    return cfg
+
+
+def _coerce(field: str, value: Any, annotation: str) -> Any:
+    """Check the TOML value's type against the dataclass annotation (a string here)."""
+    kinds = annotation.replace(" ", "").split("|")
+    if value is None:
+        raise ConfigError(f"{field}: must not be empty")
+    if isinstance(value, bool):
+        if "bool" in kinds:
+            return value
+        raise ConfigError(f"{field}: expected {_describe(kinds)}, got a boolean")
+    if isinstance(value, int) and "int" in kinds:
+        return value
+    if isinstance(value, int | float) and any(k.startswith("float") for k in kinds):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{field}: must be a finite number, got {value}")
+        return value
+    if isinstance(value, str) and any(k.startswith("str") for k in kinds):
+        return value
+    if isinstance(value, list) and any(k.startswith("tuple[int") for k in kinds):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{field}: a list must hold integers only, got {value}")
+        return tuple(value)
+    raise ConfigError(f"{field}: expected {_describe(kinds)}, got {json.dumps(value)}")
+
+
+def _describe(kinds: list[str]) -> str:
+    words = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+    out = [words.get(k.split("[")[0], "a list of integers") for k in kinds if k != "None"]
+    return " or ".join(dict.fromkeys(out))
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _one_of(field: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{field}: unknown value {value!r}; valid: {', '.join(valid)}")
+
+
+def _at_least(field: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"{field}: must be >= {low:g}, got {value:g}")
+
+
+def _positive(field: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{field}: must be > 0, got {value:g}")
+
+
+def validate(cfg: Config) -> None:
+    """Raise :class:`ConfigError` on the first invalid field. Pure Python: nothing compiles."""
+    from gflow.dynamics.descent import OPTIMIZERS
+    from gflow.dynamics.flow import FIXED_STEP_SOLVERS, SOLVERS
+
+    m, d, i, r = cfg.model, cfg.dynamics, cfg.init, cfg.run
+    _one_of("model.name", m.name, MODEL_NAMES)
+    _at_least("model.classes", m.classes, 2)
+    _at_least("model.dim", m.dim, 1)
+    if isinstance(m.per_class, tuple):
+        if len(m.per_class) != m.classes:
+            raise ConfigError(
+                f"model.per_class: a list needs one count per class ({m.classes}), "
+                f"got {len(m.per_class)}"
+            )
+        for k, n in enumerate(m.per_class):
+            _at_least(f"model.per_class[{k}]", n, 1)
+    else:
+        _at_least("model.per_class", m.per_class, 1)
+    for name in ("wd_W", "wd_H", "wd_b"):
+        _at_least(f"model.{name}", getattr(m, name), 0.0)
+    if m.name == "ulpm" and m.bias:
+        raise ConfigError("model.bias: the ULPM has no bias; set bias = false")
+
+    _one_of("dynamics.kind", d.kind, DYNAMICS_KINDS)
+    _one_of("dynamics.solver", d.solver, sorted(SOLVERS))
+    _positive("dynamics.t1", d.t1)
+    _positive("dynamics.rtol", d.rtol)
+    _positive("dynamics.atol", d.atol)
+    if d.dt0 is not None:
+        _positive("dynamics.dt0", d.dt0)
+    if d.kind == "flow" and d.solver in FIXED_STEP_SOLVERS and d.dt0 is None:
+        raise ConfigError(f"dynamics.dt0: required by the fixed-step solver {d.solver!r}")
+    _at_least("dynamics.max_steps", d.max_steps, 1)
+    _one_of("dynamics.reparam", d.reparam, REPARAMS)
+    _one_of("dynamics.optimizer", d.optimizer, sorted(OPTIMIZERS))
+    _positive("dynamics.lr", d.lr)
+    _at_least("dynamics.steps", d.steps, 1)
+    _at_least("dynamics.saves", d.saves, 2)
+    _one_of("dynamics.save_spacing", d.save_spacing, SAVE_SPACINGS)
+    if d.kind == "gd" and d.saves > d.steps + 1:
+        raise ConfigError(
+            f"dynamics.saves: at most steps + 1 = {d.steps + 1} points for gd, got {d.saves}"
+        )
+
+    _at_least("init.count", i.count, 1)
+    _at_least("init.seed", i.seed, 0)
+    _at_least("init.scale", i.scale, 0.0)
+    if i.from_file is not None and not Path(i.from_file).is_file():
+        raise ConfigError(f"init.from: file not found: {i.from_file}")
+
+    _one_of("run.precision", r.precision, PRECISIONS)
+    if not r.out:
+        raise ConfigError("run.out: must be a folder path, got an empty string")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    """Nested plain dict in the TOML layout (``init.from`` under its TOML name)."""
+    out: dict[str, dict[str, Any]] = {}
+    for section in _SECTIONS:
+        values = {}
+        for key, value in dataclasses.asdict(getattr(cfg, section)).items():
+            if value is None:
+                continue
+            values[_toml_key(section, key)] = list(value) if isinstance(value, tuple) else value
+        out[section] = values
+    return out
+
+
+def dumps(cfg: Config) -> str:
+    """TOML text of a config (round-trips through :func:`loads`)."""
+    lines = []
+    for section, values in to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)

@@ -1,0 +1,76 @@
+"""Gradient descent (or any optax optimizer) on any loss, stepped inside ``lax.scan``.
+
+The scan runs over the segments between saved steps; each segment is a ``fori_loop`` of optimizer
+steps, and ``observe`` is evaluated at the end of each. Progress is reported once per segment
+through ``jax.debug.callback`` on the (unbatched) segment index, so under vmap it prints once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gflow.dynamics.trajectory import DIVERGED, NAN, OK, Trajectory, all_finite
+
+# Optax optimizers that are built from a learning rate alone (other arguments keep defaults).
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    name: getattr(optax, name)
+    for name in (
+        "sgd", "adam", "adamw", "adamax", "adagrad", "adabelief", "adadelta", "amsgrad", "lamb",
+        "lion", "nadam", "novograd", "radam", "rmsprop", "yogi", "sm3", "fromage", "lars",
+        "polyak_sgd", "noisy_sgd",
+    )
+    if hasattr(optax, name)
+}
+
+
+def _report(index, total: int) -> None:
+    print(f"gd: segment {int(index) + 1}/{total}", file=sys.stderr, flush=True)
+
+
+def gradient_descent(
+    loss: Callable,
+    params0,
+    save_steps: np.ndarray,
+    observe: Callable,
+    *,
+    optimizer: str = "sgd",
+    lr: float = 0.5,
+    progress: bool = False,
+) -> Trajectory:
+    """Run ``save_steps[-1]`` optimizer steps from ``params0``.
+
+    ``save_steps`` are increasing step counts starting at 0; ``observe(params)`` is evaluated at
+    each. Status is "nan" if the final state or loss is non-finite, "diverged" if the final loss
+    exceeds the initial one.
+    """
+    opt = OPTIMIZERS[optimizer](learning_rate=lr)
+    lengths = jnp.asarray(np.diff(save_steps), jnp.int32)
+    grad = jax.grad(loss)
+
+    def step(_, carry):
+        params, state = carry
+        updates, state = opt.update(grad(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    def segment(carry, xs):
+        index, length = xs
+        carry = jax.lax.fori_loop(0, length, step, carry)
+        if progress:
+            jax.debug.callback(_report, index, len(lengths))
+        return carry, observe(carry[0])
+
+    first = observe(params0)
+    (final, _), rest = jax.lax.scan(
+        segment, (params0, opt.init(params0)), (jnp.arange(len(lengths)), lengths)
+    )
+    observed = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
+    final_loss = observed["loss"][-1]
+    status = jnp.where(final_loss > observed["loss"][0], DIVERGED, OK)
+    status = jnp.where(all_finite(final) & jnp.isfinite(final_loss), status, NAN)
+    return Trajectory(observed, final, status, jnp.asarray(int(save_steps[-1]), jnp.int32))

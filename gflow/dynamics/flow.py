@@ -1,0 +1,103 @@
+"""Gradient flow d theta/dt = -grad L(theta) as a diffrax ODE, for any loss and any solver.
+
+Adaptive solvers run under a ``PIDController`` (rtol, atol); fixed-step ones take ``dt0``. Loss and
+metrics are reduced at the saved times through ``SubSaveAt(fn=...)`` so no trajectory of full
+states is ever stored; the final state is saved once. ``throw=False``: a failed solve (max steps,
+non-finite values) is reported in ``Trajectory.status`` instead of raising, so under vmap one bad
+initialization never spoils the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gflow.dynamics.trajectory import FAILED, MAX_STEPS, NAN, OK, Trajectory, all_finite
+
+SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
+    "euler": diffrax.Euler,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "ralston": diffrax.Ralston,
+    "bosh3": diffrax.Bosh3,
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "implicit_euler": diffrax.ImplicitEuler,
+    "kvaerno3": diffrax.Kvaerno3,
+    "kvaerno4": diffrax.Kvaerno4,
+    "kvaerno5": diffrax.Kvaerno5,
+}
+FIXED_STEP_SOLVERS = frozenset(
+    name for name, cls in SOLVERS.items() if not issubclass(cls, diffrax.AbstractAdaptiveSolver)
+)
+
+
+def _progress_meter(enabled: bool) -> diffrax.AbstractProgressMeter:
+    if not enabled:
+        return diffrax.NoProgressMeter()
+    try:
+        import tqdm  # noqa: F401  (diffrax's tqdm meter needs it)
+
+        return diffrax.TqdmProgressMeter(refresh_steps=20)
+    except ImportError:
+        return diffrax.TextProgressMeter(minimum_increase=0.05)
+
+
+def gradient_flow(
+    loss: Callable,
+    params0,
+    save_ts: np.ndarray,
+    observe: Callable,
+    *,
+    solver: str = "tsit5",
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    dt0: float | None = None,
+    max_steps: int = 20_000,
+    progress: bool = False,
+) -> Trajectory:
+    """Integrate -grad ``loss`` from ``params0`` over [0, save_ts[-1]].
+
+    ``observe(params) -> dict of scalars`` is evaluated at each of ``save_ts`` (increasing, in
+    [0, t1]). Returns observations of shape (T,), the state at t1 (or where the solve stopped),
+    the status and the number of accepted solver steps.
+    """
+    t1 = float(save_ts[-1])
+    term = diffrax.ODETerm(lambda t, y, args: jax.tree.map(jnp.negative, jax.grad(loss)(y)))
+    if solver in FIXED_STEP_SOLVERS:
+        controller = diffrax.ConstantStepSize()
+    else:
+        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    saveat = diffrax.SaveAt(
+        subs=[
+            diffrax.SubSaveAt(ts=jnp.asarray(save_ts), fn=lambda t, y, args: observe(y)),
+            diffrax.SubSaveAt(t1=True),
+        ]
+    )
+    sol = diffrax.diffeqsolve(
+        term,
+        SOLVERS[solver](),
+        t0=0.0,
+        t1=t1,
+        dt0=dt0,
+        y0=params0,
+        saveat=saveat,
+        stepsize_controller=controller,
+        max_steps=max_steps,
+        throw=False,
+        progress_meter=_progress_meter(progress),
+    )
+    observed, final = sol.ys
+    final = jax.tree.map(lambda x: x[0], final)
+    status = jnp.where(
+        sol.result == diffrax.RESULTS.successful,
+        OK,
+        jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, FAILED),
+    )
+    status = jnp.where(all_finite(final) & jnp.isfinite(observed["loss"][0]), status, NAN)
+    return Trajectory(observed, final, status, sol.stats["num_accepted_steps"])

@@ -1,0 +1,185 @@
+"""Neural-collapse and margin metrics: pure, jit/vmap-able, features as rows.
+
+Conventions (Papyan et al. 2020; the review of Kothapalli 2023; the code of Zhu et al. 2021 and of
+rhubarbwu/neural-collapse, so numbers compare directly):
+
+- class means mu_k (mean of h_i with y_i = k, any class sizes), global mean mu_G = mean of the mu_k,
+  centred means M (d, K) with columns mu_k - mu_G;
+- Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T, Sigma_B = (1/K) M M^T;
+- P = I_K - 11^T/K, the centring projector, with ||P||_F = sqrt(K-1).
+
+Shapes: W (K, d), H (N, d), b (K,), labels (N,) ints in [0, K). ``num_classes`` must be a Python
+int (static under jit).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+Scalar = Float[Array, ""]
+
+
+def class_means(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int):
+    """Class means mu_k as rows, shape (K, d)."""
+    sums = jax.ops.segment_sum(H, labels, num_segments=num_classes)
+    counts = jax.ops.segment_sum(jnp.ones_like(labels, H.dtype), labels, num_segments=num_classes)
+    return sums / counts[:, None]
+
+
+def centred_means(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int):
+    """M as rows: mu_k - mu_G, shape (K, d), with mu_G the mean of the class means."""
+    means = class_means(H, labels, num_classes)
+    return means - jnp.mean(means, axis=0)
+
+
+def _within_class_deviations(H, labels, num_classes):
+    return H - class_means(H, labels, num_classes)[labels]
+
+
+def _simplex_distance(gram: Float[Array, "K K"]) -> Scalar:
+    """|| G/||G||_F - P/sqrt(K-1) ||_F: how far a Gram matrix is from a simplex ETF's."""
+    K = gram.shape[0]
+    target = (jnp.eye(K, dtype=gram.dtype) - 1.0 / K) / jnp.sqrt(K - 1.0)
+    return jnp.linalg.norm(gram / jnp.linalg.norm(gram) - target)
+
+
+def nc1(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> Scalar:
+    """NC1 = (1/K) Tr(Sigma_W Sigma_B^+) (Papyan et al. 2020; rhubarbwu's ``pinv`` ratio).
+
+    Computed as (1/N) ||E (M^+)^T||_F^2 with E the within-class deviations (N, d) and M^+ the
+    pseudo-inverse of the centred means (K, d): equal to the trace form, with a (K, d) SVD in place
+    of a (d, d) one.
+    """
+    M = centred_means(H, labels, num_classes)
+    E = _within_class_deviations(H, labels, num_classes)
+    return jnp.sum((E @ jnp.linalg.pinv(M)) ** 2) / H.shape[0]
+
+
+def nc1_quotient(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> Scalar:
+    """Tr(Sigma_W) / Tr(Sigma_B) (Tirer et al. 2023; rhubarbwu's ``quotient``)."""
+    M = centred_means(H, labels, num_classes)
+    E = _within_class_deviations(H, labels, num_classes)
+    return (jnp.sum(E**2) / H.shape[0]) / (jnp.sum(M**2) / num_classes)
+
+
+def nc2(W: Float[Array, "K d"]) -> Scalar:
+    """NC2 of the classifier: || W W^T/||W W^T||_F - P/sqrt(K-1) ||_F (Zhu et al. 2021)."""
+    return _simplex_distance(W @ W.T)
+
+
+def nc2_features(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> Scalar:
+    """NC2 of the centred class means, on M^T M (rhubarbwu's ``simplex_etf_error``)."""
+    M = centred_means(H, labels, num_classes)
+    return _simplex_distance(M @ M.T)
+
+
+def nc3(W: Float[Array, "K d"], H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int):
+    """NC3 (self-duality, Papyan et al.): || W^T/||W||_F - M/||M||_F ||_F."""
+    M = centred_means(H, labels, num_classes)
+    return jnp.linalg.norm(W / jnp.linalg.norm(W) - M / jnp.linalg.norm(M))
+
+
+def nc3_duality(W: Float[Array, "K d"], H: Float[Array, "N d"], labels, num_classes: int):
+    """The other NC3 convention (tding1, rhubarbwu's ``self_duality_error``):
+    || W M/||W M||_F - P/sqrt(K-1) ||_F with M (d, K) the centred means as columns."""
+    M = centred_means(H, labels, num_classes)
+    return _simplex_distance(W @ M.T)
+
+
+def nc4(W: Float[Array, "K d"], b: Float[Array, " K"], H: Float[Array, "N d"], labels, num_classes):
+    """NC4: fraction of samples where argmax_k (W h + b)_k != the nearest class mean."""
+    means = class_means(H, labels, num_classes)
+    predicted = jnp.argmax(H @ W.T + b, axis=1)
+    sq_dist = jnp.sum(H**2, 1)[:, None] - 2 * H @ means.T + jnp.sum(means**2, 1)[None, :]
+    nearest = jnp.argmin(sq_dist, axis=1)
+    return jnp.mean((predicted != nearest).astype(H.dtype))
+
+
+def bias_relation(W: Float[Array, "K d"], b: Float[Array, " K"], H, labels, num_classes: int):
+    """|| W mu_G + b ||: the classifier's output at the global mean (tding1's bias check)."""
+    mu_G = jnp.mean(class_means(H, labels, num_classes), axis=0)
+    return jnp.linalg.norm(W @ mu_G + b)
+
+
+def cdnv(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> Scalar:
+    """Class-distance normalized variance (Galanti et al. 2022), averaged over pairs k < l:
+    (sigma_k^2 + sigma_l^2) / (2 ||mu_k - mu_l||^2), sigma_k^2 = mean_{y_i=k} ||h_i - mu_k||^2."""
+    means = class_means(H, labels, num_classes)
+    E = _within_class_deviations(H, labels, num_classes)
+    var = class_means(jnp.sum(E**2, axis=1, keepdims=True), labels, num_classes)[:, 0]
+    dist_sq = jnp.sum((means[:, None, :] - means[None, :, :]) ** 2, axis=-1)
+    K = num_classes
+    upper = jnp.triu(jnp.ones((K, K), bool), k=1)
+    ratio = (var[:, None] + var[None, :]) / (2 * jnp.where(upper, dist_sq, 1.0))
+    return jnp.sum(jnp.where(upper, ratio, 0.0)) / (K * (K - 1) / 2)
+
+
+def equinorm(vectors: Float[Array, "K d"]) -> Scalar:
+    """Coefficient of variation (std / mean) of the row norms: 0 when all norms are equal."""
+    norms = jnp.linalg.norm(vectors, axis=1)
+    return jnp.std(norms) / jnp.mean(norms)
+
+
+def _pairwise_cosines(vectors: Float[Array, "K d"]):
+    unit = vectors / jnp.linalg.norm(vectors, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    K = vectors.shape[0]
+    off = ~jnp.eye(K, dtype=bool)
+    return cos, off, K
+
+
+def equiangularity(vectors: Float[Array, "K d"]) -> Scalar:
+    """Std of the pairwise cosines of the rows (k != l): 0 when equiangular."""
+    cos, off, K = _pairwise_cosines(vectors)
+    mean = jnp.sum(jnp.where(off, cos, 0.0)) / (K * (K - 1))
+    return jnp.sqrt(jnp.sum(jnp.where(off, (cos - mean) ** 2, 0.0)) / (K * (K - 1)))
+
+
+def max_angle_deviation(vectors: Float[Array, "K d"]) -> Scalar:
+    """| mean pairwise cosine + 1/(K-1) |: 0 for a simplex ETF (maximally separated)."""
+    cos, off, K = _pairwise_cosines(vectors)
+    return jnp.abs(jnp.sum(jnp.where(off, cos, 0.0)) / (K * (K - 1)) + 1.0 / (K - 1))
+
+
+def margin(W: Float[Array, "K d"], b: Float[Array, " K"], H: Float[Array, "N d"], labels):
+    """Minimum margin min_i [ z_{i,y_i} - max_{j != y_i} z_{i,j} ], logits z = H W^T + b."""
+    logits = H @ W.T + b
+    K = W.shape[0]
+    own = jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+    others = jnp.where(jax.nn.one_hot(labels, K, dtype=bool), -jnp.inf, logits)
+    return jnp.min(own - jnp.max(others, axis=1))
+
+
+def normalized_margin(W: Float[Array, "K d"], b, H: Float[Array, "N d"], labels) -> Scalar:
+    """gamma = margin / (||W||_F^2/2 + ||H||_F^2/2) (Ji et al. 2022): scale-free for b = 0;
+    1/(sqrt(n)(K-1)) at the balanced ULPM optimum."""
+    return margin(W, b, H, labels) / (0.5 * jnp.sum(W**2) + 0.5 * jnp.sum(H**2))
+
+
+def evaluate(W, H, b, labels, num_classes: int) -> dict[str, Scalar]:
+    """Every metric above at one point, as a dict of scalars (vmap it for many points)."""
+    K = num_classes
+    M = centred_means(H, labels, K)
+    return {
+        "nc1": nc1(H, labels, K),
+        "nc2": nc2(W),
+        "nc3": nc3(W, H, labels, K),
+        "nc4": nc4(W, b, H, labels, K),
+        "nc1_quotient": nc1_quotient(H, labels, K),
+        "nc2_features": nc2_features(H, labels, K),
+        "nc3_duality": nc3_duality(W, H, labels, K),
+        "cdnv": cdnv(H, labels, K),
+        "bias_relation": bias_relation(W, b, H, labels, K),
+        "equinorm_means": equinorm(M),
+        "equinorm_classifier": equinorm(W),
+        "equiangular_means": equiangularity(M),
+        "equiangular_classifier": equiangularity(W),
+        "angle_deviation_means": max_angle_deviation(M),
+        "angle_deviation_classifier": max_angle_deviation(W),
+        "margin": margin(W, b, H, labels),
+        "normalized_margin": normalized_margin(W, b, H, labels),
+        "W_norm_sq": jnp.sum(W**2),
+        "H_norm_sq": jnp.sum(H**2),
+    }

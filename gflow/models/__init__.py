@@ -1,0 +1,26 @@
+"""Model registry: one constructor per config name (``model.name``)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from gflow.config import ModelConfig
+from gflow.models.base import Model, Readout, class_labels, cross_entropy
+from gflow.models.ufm import ufm_ce
+from gflow.models.ulpm import ulpm
+
+
+def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) -> Model:
+    """Build the model a ``[model]`` config section names."""
+    common = dict(classes=cfg.classes, dim=cfg.dim, per_class=cfg.per_class)
+    if cfg.name == "ufm-ce":
+        return ufm_ce(
+            **common, wd_W=cfg.wd_W, wd_H=cfg.wd_H, wd_b=cfg.wd_b, bias=cfg.bias,
+            init_scale=init_scale, dtype=dtype,
+        )
+    if cfg.name == "ulpm":
+        return ulpm(**common, wd_W=cfg.wd_W, wd_H=cfg.wd_H, init_scale=init_scale, dtype=dtype)
+    raise ValueError(f"model.name: unknown model {cfg.name!r}")
+
+
+__all__ = ["Model", "Readout", "class_labels", "cross_entropy", "from_config", "ufm_ce", "ulpm"]

@@ -1,0 +1,61 @@
+"""The model pattern shared by every gflow model (after optax and JAX MD).
+
+A model is a NamedTuple of pure functions closed over its hyperparameters:
+
+- ``init(key) -> params``: a random parameter pytree (one initialization);
+- ``loss(params) -> scalar``: the objective whose negative gradient is the flow;
+- ``readout(params) -> Readout``: the (W, H, b, labels) view that the NC metrics read.
+
+All three jit, grad and vmap. The dynamics only ever see ``loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, Int
+
+Params = Any  # a pytree of arrays
+
+
+class Readout(NamedTuple):
+    """Classifier W (K, d), features H (N, d) as rows, bias b (K,), labels (N,) in [0, K)."""
+
+    W: Float[Array, "K d"]
+    H: Float[Array, "N d"]
+    b: Float[Array, " K"]
+    labels: Int[Array, " N"]
+
+
+class Model(NamedTuple):
+    """Pure functions plus the static facts the rest of gflow needs about the model."""
+
+    name: str
+    init: Callable[[Array], Params]
+    loss: Callable[[Params], Float[Array, ""]]
+    readout: Callable[[Params], Readout]
+    counts: tuple[int, ...]  # per-class sample counts n_k
+    dim: int
+    bias: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.counts)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return class_labels(self.counts)
+
+
+def class_labels(counts: tuple[int, ...]) -> np.ndarray:
+    """Labels of the N = sum(counts) samples, grouped by class: [0]*n_0 + [1]*n_1 + ..."""
+    return np.repeat(np.arange(len(counts)), counts).astype(np.int32)
+
+
+def cross_entropy(logits: Float[Array, "N K"], onehot: Float[Array, "N K"]) -> Float[Array, ""]:
+    """Mean over samples of CE(z_i, y_i) = logsumexp(z_i) - z_{i, y_i}."""
+    return jnp.mean(optax.softmax_cross_entropy(logits, onehot))
