@@ -56,13 +56,25 @@ def solver_for(model: Model, dynamics: DynamicsConfig, progress: bool = False) -
     observe = observer(model)
     if dynamics.kind == "gd":
         return lambda p0: gradient_descent(
-            model.loss, p0, grid, observe,
-            optimizer=dynamics.optimizer, lr=dynamics.lr, progress=progress,
+            model.loss,
+            p0,
+            grid,
+            observe,
+            optimizer=dynamics.optimizer,
+            lr=dynamics.lr,
+            progress=progress,
         )
     return lambda p0: gradient_flow(
-        model.loss, p0, grid, observe,
-        solver=dynamics.solver, rtol=dynamics.rtol, atol=dynamics.atol, dt0=dynamics.dt0,
-        max_steps=dynamics.max_steps, progress=progress,
+        model.loss,
+        p0,
+        grid,
+        observe,
+        solver=dynamics.solver,
+        rtol=dynamics.rtol,
+        atol=dynamics.atol,
+        dt0=dynamics.dt0,
+        max_steps=dynamics.max_steps,
+        progress=progress,
     )
 
 
@@ -72,6 +84,13 @@ def init_batch(model: Model, seed: int, count: int):
     return jax.vmap(model.init)(keys)
 
 
-def run_batch(model: Model, dynamics: DynamicsConfig, params0, progress: bool = False) -> Trajectory:
-    """vmap the solve over the leading axis of ``params0``; jit-compiled."""
-    return jax.jit(jax.vmap(solver_for(model, dynamics, progress)))(params0)
+def batched_solver(model: Model, dynamics: DynamicsConfig, progress: bool = False) -> Callable:
+    """jit(vmap(solve)): params0 with a leading init axis -> batched Trajectory."""
+    return jax.jit(jax.vmap(solver_for(model, dynamics, progress)))
+
+
+def run_batch(
+    model: Model, dynamics: DynamicsConfig, params0, progress: bool = False
+) -> Trajectory:
+    """Solve every initialization in ``params0`` (leading axis: init)."""
+    return batched_solver(model, dynamics, progress)(params0)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 MODEL_NAMES = ("ufm-ce", "ulpm")
 DYNAMICS_KINDS = ("flow", "gd")

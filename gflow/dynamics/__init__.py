@@ -5,6 +5,11 @@ from gflow.dynamics.flow import FIXED_STEP_SOLVERS, SOLVERS, gradient_flow
 from gflow.dynamics.trajectory import STATUS, Trajectory
 
 __all__ = [
-    "FIXED_STEP_SOLVERS", "OPTIMIZERS", "SOLVERS", "STATUS", "Trajectory", "gradient_descent",
+    "FIXED_STEP_SOLVERS",
+    "OPTIMIZERS",
+    "SOLVERS",
+    "STATUS",
+    "Trajectory",
+    "gradient_descent",
     "gradient_flow",
 ]

@@ -21,9 +21,26 @@ from gflow.dynamics.trajectory import DIVERGED, NAN, OK, Trajectory, all_finite
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     name: getattr(optax, name)
     for name in (
-        "sgd", "adam", "adamw", "adamax", "adagrad", "adabelief", "adadelta", "amsgrad", "lamb",
-        "lion", "nadam", "novograd", "radam", "rmsprop", "yogi", "sm3", "fromage", "lars",
-        "polyak_sgd", "noisy_sgd",
+        "sgd",
+        "adam",
+        "adamw",
+        "adamax",
+        "adagrad",
+        "adabelief",
+        "adadelta",
+        "amsgrad",
+        "lamb",
+        "lion",
+        "nadam",
+        "novograd",
+        "radam",
+        "rmsprop",
+        "yogi",
+        "sm3",
+        "fromage",
+        "lars",
+        "polyak_sgd",
+        "noisy_sgd",
     )
     if hasattr(optax, name)
 }

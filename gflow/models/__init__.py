@@ -15,8 +15,13 @@ def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) ->
     common = dict(classes=cfg.classes, dim=cfg.dim, per_class=cfg.per_class)
     if cfg.name == "ufm-ce":
         return ufm_ce(
-            **common, wd_W=cfg.wd_W, wd_H=cfg.wd_H, wd_b=cfg.wd_b, bias=cfg.bias,
-            init_scale=init_scale, dtype=dtype,
+            **common,
+            wd_W=cfg.wd_W,
+            wd_H=cfg.wd_H,
+            wd_b=cfg.wd_b,
+            bias=cfg.bias,
+            init_scale=init_scale,
+            dtype=dtype,
         )
     if cfg.name == "ulpm":
         return ulpm(**common, wd_W=cfg.wd_W, wd_H=cfg.wd_H, init_scale=init_scale, dtype=dtype)

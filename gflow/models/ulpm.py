@@ -28,6 +28,14 @@ def ulpm(
 ) -> Model:
     """ULPM: the UFM-CE loss with no bias and, by default, no weight decay."""
     return ufm_ce(
-        classes, dim, per_class, wd_W=wd_W, wd_H=wd_H, wd_b=0.0, bias=False,
-        init_scale=init_scale, dtype=dtype, name="ulpm",
+        classes,
+        dim,
+        per_class,
+        wd_W=wd_W,
+        wd_H=wd_H,
+        wd_b=0.0,
+        bias=False,
+        init_scale=init_scale,
+        dtype=dtype,
+        name="ulpm",
     )

@@ -1,0 +1,125 @@
+"""Figures from a results Dataset: trajectories across inits and the final geometry.
+
+Each ``plot_*`` returns a matplotlib Figure; :func:`save_figures` writes PNG and PDF.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+
+from gflow import theory
+
+_STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "savefig.dpi": 200,
+    "savefig.bbox": "tight",
+}
+_MEDIAN = "#1f4e79"
+_THEORY = "#c0392b"
+
+
+def _band(ax, time, values, label=None, logy=True):
+    """Median across inits with the 10-90% quantile band; values (init, time)."""
+    values = np.asarray(values, float)
+    keep = time > 0
+    t, v = time[keep], values[:, keep]
+    if logy:
+        v = np.where(v > 0, v, np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (e.g. NC4 = 0)
+        lo, med, hi = np.nanquantile(v, [0.1, 0.5, 0.9], axis=0)
+    ax.fill_between(t, lo, hi, color=_MEDIAN, alpha=0.2, lw=0, label="10-90% of inits")
+    ax.plot(t, med, color=_MEDIAN, lw=1.6, label=label or "median")
+    ax.set_xscale("log")
+    if logy and np.any(np.isfinite(med)):
+        ax.set_yscale("log")
+
+
+def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
+    """Loss (minus the optimum when known), NC1-NC4 and ||W||_F^2 vs time, across inits."""
+    time = ds.time.values.astype(float)
+    xlabel = ds.time.attrs.get("long_name", "time")
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(2, 3, figsize=(10, 5.6), layout="constrained")
+        ax = axes[0, 0]
+        if "theory_loss" in ds.attrs:
+            _band(ax, time, ds.loss - ds.attrs["theory_loss"])
+            ax.set_ylabel(r"$L - L^\star$")
+            ax.set_title("loss gap to the closed-form optimum")
+        else:
+            _band(ax, time, ds.loss)
+            ax.set_ylabel("$L$")
+            ax.set_title("loss")
+        titles = {
+            "nc1": (r"NC1 $= \mathrm{Tr}(\Sigma_W\Sigma_B^\dagger)/K$", True),
+            "nc2": ("NC2: classifier vs simplex ETF", True),
+            "nc3": ("NC3: classifier vs class means", True),
+            "nc4": ("NC4: disagreement with nearest mean", False),
+        }
+        for ax, (name, (title, logy)) in zip(axes.flat[1:5], titles.items(), strict=True):
+            _band(ax, time, ds[name], logy=logy)
+            ax.set_title(title)
+            ax.set_ylabel(name.upper())
+        ax = axes[1, 2]
+        _band(ax, time, ds.W_norm_sq, logy=False)
+        if "theory_W_norm_sq" in ds.attrs:
+            ax.axhline(
+                ds.attrs["theory_W_norm_sq"],
+                color=_THEORY,
+                ls="--",
+                lw=1.2,
+                label=r"closed form $\rho$",
+            )
+        ax.set_title(r"$\|W\|_F^2$")
+        ax.set_ylabel(r"$\|W\|_F^2$")
+        ax.legend(frameon=False, fontsize=8)
+        for ax in axes[1]:
+            ax.set_xlabel(xlabel)
+        fig.suptitle(f"{ds.attrs.get('title', 'gflow')}: {ds.sizes['init']} initializations")
+    return fig
+
+
+def plot_gram(ds: xr.Dataset, init: int = 0) -> plt.Figure:
+    """Final W W^T (scaled to unit diagonal mean) of one init next to the simplex ETF Gram."""
+    W = ds.W.isel(init=init).values
+    gram = W @ W.T
+    gram = gram / np.mean(np.diag(gram)) if np.any(gram) else gram
+    ideal = theory.etf_gram(W.shape[0])
+    lim = max(np.abs(gram).max(), np.abs(ideal).max())
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.4), layout="constrained")
+        for ax, mat, title in zip(
+            axes, (gram, ideal), (rf"$WW^\top$ (init {init})", "simplex ETF"), strict=True
+        ):
+            im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.set_title(title)
+            ax.set_xlabel("class")
+            ax.set_ylabel("class")
+            ax.grid(False)
+        fig.colorbar(im, ax=axes, shrink=0.85, label="normalized inner product")
+    return fig
+
+
+def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
+    """Write trajectories.{png,pdf} and gram.{png,pdf} into ``out``; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in (("trajectories", plot_trajectories(ds)), ("gram", plot_gram(ds))):
+        for ext in ("png", "pdf"):
+            path = out / f"{name}.{ext}"
+            fig.savefig(path)
+            paths.append(path)
+        plt.close(fig)
+    return paths

@@ -1,0 +1,183 @@
+"""Trajectories as an xarray Dataset with named dimensions, written to netCDF atomically.
+
+Contract (DESIGN.md): dims ``init``, ``time``, ``class``, ``feature``, ``sample``; along the
+trajectory (init, time): ``loss``, ``nc1``..``nc4`` and the other metrics; final state ``W``
+(init, class, feature), ``H`` (init, sample, feature), ``b`` (init, class); ``labels`` (sample);
+``status`` (init): "ok" or why that init failed; attributes ``config`` (TOML text),
+``gflow_version``, ``jax_version``, ``device``, ``seed``, ``compile_seconds``, ``run_seconds``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import jax
+import numpy as np
+import xarray as xr
+
+from gflow import config as config_mod
+from gflow import theory
+from gflow.config import Config
+from gflow.dynamics.trajectory import STATUS, Trajectory
+from gflow.models.base import Model
+
+TRAJECTORY_VARS = ("loss", "nc1", "nc2", "nc3", "nc4")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def device_description() -> str:
+    """The default JAX device, e.g. ``cpu (cpu), 1 device``."""
+    devices = jax.devices()
+    d = devices[0]
+    return f"{d.platform} ({d.device_kind}), {len(devices)} device{'s' * (len(devices) > 1)}"
+
+
+def theory_attrs(model: Model, cfg: Config) -> dict[str, float | int]:
+    """Closed-form reference values for the configured model, where the papers give one."""
+    m = cfg.model
+    if len(set(model.counts)) != 1:
+        return {}
+    n = model.counts[0]
+    if m.name == "ulpm" and m.wd_W == 0 and m.wd_H == 0:
+        return {"theory_normalized_margin": theory.ulpm_max_margin(m.classes, n)}
+    if m.wd_W > 0 and m.wd_H > 0 and m.dim >= m.classes - 1:
+        opt = theory.ufm_ce_optimum(m.classes, n, m.wd_W, m.wd_H)
+        return {
+            "theory_collapsed": int(opt.collapsed),
+            "theory_W_norm_sq": opt.rho,
+            "theory_H_norm_sq": opt.H_norm_sq,
+            "theory_loss": opt.loss,
+        }
+    return {}
+
+
+def to_dataset(
+    traj: Trajectory,
+    times: np.ndarray,
+    model: Model,
+    cfg: Config,
+    compile_seconds: float,
+    run_seconds: float,
+) -> xr.Dataset:
+    """Build the results Dataset from a batched trajectory (leading axis: init)."""
+    traj = jax.tree.map(np.asarray, traj)
+    W, H, b, labels = jax.vmap(model.readout)(traj.final)
+    count = np.asarray(W).shape[0]
+    data = {name: (("init", "time"), values) for name, values in traj.observed.items()}
+    data.update(
+        W=(("init", "class", "feature"), np.asarray(W)),
+        H=(("init", "sample", "feature"), np.asarray(H)),
+        b=(("init", "class"), np.asarray(b)),
+        labels=(("sample",), np.asarray(model.labels)),
+        status=(("init",), np.array([STATUS[s] for s in traj.status], dtype=object)),
+        num_steps=(("init",), traj.num_steps.astype(np.int64)),
+    )
+    time_name = "step" if cfg.dynamics.kind == "gd" else "flow time"
+    coords = {
+        "init": np.arange(count),
+        "time": ("time", times, {"long_name": time_name}),
+        "class": np.arange(model.num_classes),
+        "feature": np.arange(model.dim),
+        "sample": np.arange(len(model.labels)),
+        "class_count": (("class",), np.asarray(model.counts)),
+    }
+    attrs = {
+        "title": f"gflow {cfg.model.name} {cfg.dynamics.kind}",
+        "config": config_mod.dumps(cfg),
+        "gflow_version": _version("gflow"),
+        "jax_version": jax.__version__,
+        "diffrax_version": _version("diffrax"),
+        "optax_version": _version("optax"),
+        "device": device_description(),
+        "seed": cfg.init.seed,
+        "precision": cfg.run.precision,
+        "compile_seconds": float(compile_seconds),
+        "run_seconds": float(run_seconds),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **theory_attrs(model, cfg),
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def save(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write ``ds`` to ``path`` atomically: a temporary file in the same folder, then rename.
+
+    A reader never sees a half-written file: either the old one or the complete new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | Path) -> xr.Dataset:
+    """Open a results file fully into memory (the file is closed on return)."""
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        return ds.load()
+
+
+def collapsed(ds: xr.Dataset, tol: float = 1e-3) -> xr.DataArray:
+    """Per init: status ok, NC1, NC2, NC3 below ``tol`` and NC4 = 0 at the last saved time."""
+    last = ds.isel(time=-1)
+    return (
+        (ds.status == "ok")
+        & (last.nc1 < tol)
+        & (last.nc2 < tol)
+        & (last.nc3 < tol)
+        & (last.nc4 == 0)
+    )
+
+
+def summary(ds: xr.Dataset) -> str:
+    """A text table of the final state across inits, against the closed form where there is one."""
+    last = ds.isel(time=-1)
+    rows = [("quantity", "closed form", "median", "worst")]
+
+    def add(name, values, reference=None):
+        values = np.asarray(values, float)
+        worst = values[np.argmax(np.abs(values - (reference or 0.0)))]
+        ref = "" if reference is None else f"{reference:.10g}"
+        rows.append((name, ref, f"{np.median(values):.10g}", f"{worst:.10g}"))
+
+    add("loss", last.loss, ds.attrs.get("theory_loss"))
+    if "theory_W_norm_sq" in ds.attrs:
+        add("||W||_F^2", last.W_norm_sq, ds.attrs["theory_W_norm_sq"])
+        add("||H||_F^2", last.H_norm_sq, ds.attrs["theory_H_norm_sq"])
+    if "theory_normalized_margin" in ds.attrs:
+        add("normalized margin", last.normalized_margin, ds.attrs["theory_normalized_margin"])
+    for name in ("nc1", "nc2", "nc3", "nc4"):
+        add(name.upper(), last[name], 0.0 if "theory_W_norm_sq" in ds.attrs else None)
+    width = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, width, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in width))
+    status, counts = np.unique(ds.status.values.astype(str), return_counts=True)
+    lines.append("")
+    lines.append(
+        f"inits: {ds.sizes['init']}  status: "
+        + ", ".join(f"{s} {c}" for s, c in zip(status, counts, strict=True))
+    )
+    lines.append(f"collapsed (NC1-3 < 1e-3, NC4 = 0): {float(collapsed(ds).mean()):.0%}")
+    lines.append(
+        f"compile {ds.attrs['compile_seconds']:.2f} s, run {ds.attrs['run_seconds']:.2f} s "
+        f"on {ds.attrs['device']}, {ds.attrs['precision']}"
+    )
+    return "\n".join(lines)
