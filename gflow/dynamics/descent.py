@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gflow.dynamics.trajectory import DIVERGED, NAN, OK, Trajectory, all_finite
+from gflow.dynamics.trajectory import DIVERGED, OK, Trajectory, mark_nan
 
 # Optax optimizers that are built from a learning rate alone (other arguments keep defaults).
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -88,6 +88,6 @@ def gradient_descent(
     )
     observed = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
     final_loss = observed["loss"][-1]
-    status = jnp.where(final_loss > observed["loss"][0], DIVERGED, OK)
-    status = jnp.where(all_finite(final) & jnp.isfinite(final_loss), status, NAN)
+    status = jnp.where((final_loss > observed["loss"][0]) | jnp.isinf(final_loss), DIVERGED, OK)
+    status = mark_nan(status, final, observed["loss"])
     return Trajectory(observed, final, status, jnp.asarray(int(save_steps[-1]), jnp.int32))

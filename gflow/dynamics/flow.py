@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gflow.dynamics.trajectory import FAILED, MAX_STEPS, NAN, OK, Trajectory, all_finite
+from gflow.dynamics.trajectory import FAILED, MAX_STEPS, OK, Trajectory, mark_nan
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "euler": diffrax.Euler,
@@ -99,5 +99,5 @@ def gradient_flow(
         OK,
         jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, FAILED),
     )
-    status = jnp.where(all_finite(final) & jnp.isfinite(observed["loss"][0]), status, NAN)
+    status = mark_nan(status, final, observed["loss"])
     return Trajectory(observed, final, status, sol.stats["num_accepted_steps"])

@@ -26,3 +26,12 @@ def all_finite(tree) -> jax.Array:
     """True when every leaf of ``tree`` is finite."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves))
+
+
+def mark_nan(status, final, loss_along) -> jax.Array:
+    """Status NAN if the final state is non-finite or the loss was NaN at any saved point.
+
+    (Saved points a failed solve never reached hold +inf, not NaN: they keep their own status.)
+    """
+    healthy = all_finite(final) & ~jnp.any(jnp.isnan(loss_along))
+    return jnp.where(healthy, status, NAN)

@@ -1,0 +1,27 @@
+"""Test set-up: float64 on from the start (before any array exists), shared helpers."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def tree_allclose(a, b, rtol=1e-12, atol=1e-12) -> bool:
+    """True when two pytrees have the same structure and allclose leaves."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        np.allclose(x, y, rtol=rtol, atol=atol) for x, y in zip(la, lb, strict=True)
+    )
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def f64():
+    return jnp.float64
