@@ -68,7 +68,8 @@ def gradient_flow(
     the status and the number of accepted solver steps.
     """
     t1 = float(save_ts[-1])
-    term = diffrax.ODETerm(lambda t, y, args: jax.tree.map(jnp.negative, jax.grad(loss)(y)))
+    grad = jax.grad(loss)
+    term = diffrax.ODETerm(lambda t, y, args: jax.tree.map(jnp.negative, grad(y)))
     if solver in FIXED_STEP_SOLVERS:
         controller = diffrax.ConstantStepSize()
     else:
@@ -99,5 +100,6 @@ def gradient_flow(
         OK,
         jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, FAILED),
     )
-    status = mark_nan(status, final, observed["loss"])
+    # A NaN vector field makes every step fail, so nothing may have been saved: check it too.
+    status = mark_nan(status, (final, grad(final)), observed["loss"])
     return Trajectory(observed, final, status, sol.stats["num_accepted_steps"])

@@ -1,0 +1,58 @@
+"""Model losses against a direct NumPy transcription of the formulas; init and readout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gflow import models
+from gflow.config import ModelConfig
+from gflow.models import class_labels, ufm_ce, ulpm
+
+
+def numpy_ce(W, H, b, labels):
+    Z = H @ W.T + b
+    Z = Z - Z.max(1, keepdims=True)
+    logp = Z - np.log(np.exp(Z).sum(1, keepdims=True))
+    return -np.mean(logp[np.arange(len(labels)), labels])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_ufm_ce_loss_is_the_formula(bias):
+    model = ufm_ce(3, 4, (2, 3, 4), wd_W=0.1, wd_H=0.2, wd_b=0.3, bias=bias, dtype=jnp.float64)
+    params = model.init(jax.random.PRNGKey(3))
+    W, H = np.asarray(params["W"]), np.asarray(params["H"])
+    b = np.asarray(params["b"]) if bias else np.zeros(3)
+    labels = class_labels((2, 3, 4))
+    expected = numpy_ce(W, H, b, labels) + 0.05 * (W**2).sum() + 0.1 * (H**2).sum()
+    expected += 0.15 * (b**2).sum()
+    assert float(model.loss(params)) == pytest.approx(expected, rel=1e-13)
+    assert set(params) == ({"W", "H", "b"} if bias else {"W", "H"})
+    readout = model.readout(params)
+    np.testing.assert_array_equal(readout.labels, labels)
+    np.testing.assert_array_equal(readout.b, b)
+
+
+def test_ulpm_is_plain_cross_entropy():
+    model = ulpm(4, 3, 2, dtype=jnp.float64)
+    params = model.init(jax.random.PRNGKey(0))
+    assert set(params) == {"W", "H"}
+    W, H = np.asarray(params["W"]), np.asarray(params["H"])
+    expected = numpy_ce(W, H, np.zeros(4), class_labels((2,) * 4))
+    assert float(model.loss(params)) == pytest.approx(expected, rel=1e-13)
+
+
+def test_init_scale_seed_and_dtype():
+    model = ufm_ce(10, 32, 20, init_scale=0.1, dtype=jnp.float32)
+    a, b = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(0))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert a["H"].shape == (200, 32) and a["W"].shape == (10, 32) and a["b"].shape == (10,)
+    assert a["H"].dtype == jnp.float32
+    assert np.std(np.asarray(a["H"])) == pytest.approx(0.1, rel=0.05)
+    assert model.counts == (20,) * 10 and model.num_classes == 10
+
+
+def test_registry_builds_each_config_name():
+    assert models.from_config(ModelConfig(name="ufm-ce")).name == "ufm-ce"
+    m = models.from_config(ModelConfig(name="ulpm", bias=False, wd_W=0.0, wd_H=0.0))
+    assert m.name == "ulpm" and not m.bias
