@@ -63,11 +63,6 @@ def _simulate(cfg, out: str | None, quiet: bool, no_plots: bool) -> None:
     cfg = simulation.as_config(cfg)
     if out is not None:
         cfg = cfg.replace(run={"out": out})
-    print(
-        f"gflow: {cfg.model.name}, K={cfg.model.classes}, d={cfg.model.dim}, "
-        f"{cfg.init.count} inits, {cfg.dynamics.kind}, {cfg.run.precision}",
-        file=sys.stderr,
-    )
     ds, path = simulation.run(cfg, progress=not quiet)
     from gflow import results
 

@@ -7,6 +7,7 @@ anything compiles.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,6 +91,13 @@ def simulate(cfg: Config | str | Path | Mapping[str, Any], progress: bool = Fals
     """
     cfg = as_config(cfg)
     model, params0 = prepare(cfg)
+    if progress:
+        print(
+            f"gflow: {cfg.model.name}, K={cfg.model.classes}, d={cfg.model.dim}, "
+            f"{cfg.init.count} inits, {cfg.dynamics.kind}, {cfg.run.precision}: compiling",
+            file=sys.stderr,
+            flush=True,
+        )
     start = time.perf_counter()
     compiled = batched_solver(model, cfg.dynamics, progress).lower(params0).compile()
     compile_seconds = time.perf_counter() - start

@@ -12,8 +12,8 @@ from gflow.dynamics import STATUS, gradient_descent, gradient_flow
 
 def quadratic(params):
     """L = 1/2 a x^2 + 1/2 ||y||^2, plus a term whose gradient is NaN when s < 0."""
-    return 0.5 * 3.0 * params["x"] ** 2 + 0.5 * jnp.sum(params["y"] ** 2) + 0.0 * jnp.sqrt(
-        params["s"]
+    return (
+        0.5 * 3.0 * params["x"] ** 2 + 0.5 * jnp.sum(params["y"] ** 2) + 0.0 * jnp.sqrt(params["s"])
     )
 
 
@@ -99,3 +99,26 @@ def test_save_grid_shapes():
     np.testing.assert_array_equal(gd, [0, 1, 32, 1000])
     lin = save_grid(DynamicsConfig(kind="gd", steps=100, saves=5, save_spacing="linear"))
     np.testing.assert_array_equal(lin, [0, 25, 50, 75, 100])
+
+
+@pytest.mark.parametrize("kind", ["flow", "gd"])
+def test_float32_stays_float32_and_agrees_with_float64(kind):
+    """With x64 enabled process-wide, a float32 run must still compute in float32 (times and
+    state), and agree with the float64 run to float32 accuracy on the UFM-CE reference problem."""
+    from gflow.batch import init_batch, run_batch
+    from gflow.models import ufm_ce
+
+    dyn = (
+        DynamicsConfig(t1=3000.0, rtol=1e-6, atol=1e-8, saves=8)
+        if kind == "flow"
+        else DynamicsConfig(kind="gd", lr=0.5, steps=6000, saves=8)
+    )
+    params0 = init_batch(ufm_ce(4, 8, 5, dtype=jnp.float64), 0, 2)  # one draw, cast below
+    out = {}
+    for dtype in (jnp.float32, jnp.float64):
+        model = ufm_ce(4, 8, 5, dtype=dtype)
+        out[dtype] = run_batch(model, dyn, jax.tree.map(lambda x, dt=dtype: x.astype(dt), params0))
+    t32, t64 = out[jnp.float32], out[jnp.float64]
+    assert t32.final["W"].dtype == jnp.float32 and t32.observed["loss"].dtype == jnp.float32
+    np.testing.assert_allclose(t32.observed["loss"], t64.observed["loss"], rtol=2e-4)
+    np.testing.assert_allclose(t32.observed["W_norm_sq"], t64.observed["W_norm_sq"], rtol=2e-4)

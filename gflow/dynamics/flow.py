@@ -67,7 +67,9 @@ def gradient_flow(
     [0, t1]). Returns observations of shape (T,), the state at t1 (or where the solve stopped),
     the status and the number of accepted solver steps.
     """
-    t1 = float(save_ts[-1])
+    # Times in the state's precision: float64 times would silently promote a float32 state.
+    dtype = jnp.result_type(*jax.tree.leaves(params0))
+    save_ts = jnp.asarray(save_ts, dtype)
     grad = jax.grad(loss)
     term = diffrax.ODETerm(lambda t, y, args: jax.tree.map(jnp.negative, grad(y)))
     if solver in FIXED_STEP_SOLVERS:
@@ -76,16 +78,16 @@ def gradient_flow(
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
     saveat = diffrax.SaveAt(
         subs=[
-            diffrax.SubSaveAt(ts=jnp.asarray(save_ts), fn=lambda t, y, args: observe(y)),
+            diffrax.SubSaveAt(ts=save_ts, fn=lambda t, y, args: observe(y)),
             diffrax.SubSaveAt(t1=True),
         ]
     )
     sol = diffrax.diffeqsolve(
         term,
         SOLVERS[solver](),
-        t0=0.0,
-        t1=t1,
-        dt0=dt0,
+        t0=jnp.zeros((), dtype),
+        t1=save_ts[-1],
+        dt0=None if dt0 is None else jnp.asarray(dt0, dtype),
         y0=params0,
         saveat=saveat,
         stepsize_controller=controller,
