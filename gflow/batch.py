@@ -22,7 +22,7 @@ def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
     """Saved times: flow time in [0, t1] (float) or step counts in [0, steps] (int).
 
     ``saves`` points, the first at 0 and the last at the end; ``log`` spacing puts the others
-    geometrically from end * 1e-4 (flow) or step 1 (gd) to the end, ``linear`` evenly.
+    geometrically from min(t1 * 1e-4, 1) (flow) or step 1 (gd) to the end, ``linear`` evenly.
     """
     n = dynamics.saves
     if dynamics.kind == "gd":
@@ -36,7 +36,7 @@ def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
         return steps
     end = dynamics.t1
     if dynamics.save_spacing == "log":
-        return np.concatenate([[0.0], np.geomspace(end * 1e-4, end, n - 1)])
+        return np.concatenate([[0.0], np.geomspace(min(end * 1e-4, 1.0), end, n - 1)])
     return np.linspace(0.0, end, n)
 
 

@@ -72,17 +72,18 @@ def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
             ax.set_title(title)
             ax.set_ylabel(name.upper())
         ax = axes[1, 2]
-        _band(ax, time, ds.W_norm_sq, logy=False)
-        if "theory_W_norm_sq" in ds.attrs:
-            ax.axhline(
-                ds.attrs["theory_W_norm_sq"],
-                color=_THEORY,
-                ls="--",
-                lw=1.2,
-                label=r"closed form $\rho$",
-            )
-        ax.set_title(r"$\|W\|_F^2$")
-        ax.set_ylabel(r"$\|W\|_F^2$")
+        if "theory_normalized_margin" in ds.attrs:  # ULPM: the margin is what converges
+            _band(ax, time, ds.normalized_margin, logy=False)
+            reference, ref_label = ds.attrs["theory_normalized_margin"], r"$1/(\sqrt{n}(K-1))$"
+            ax.set_title("normalized margin")
+            ax.set_ylabel(r"$\gamma$")
+        else:
+            _band(ax, time, ds.W_norm_sq, logy=False)
+            reference, ref_label = ds.attrs.get("theory_W_norm_sq"), r"closed form $\rho$"
+            ax.set_title(r"$\|W\|_F^2$")
+            ax.set_ylabel(r"$\|W\|_F^2$")
+        if reference is not None:
+            ax.axhline(reference, color=_THEORY, ls="--", lw=1.2, label=ref_label)
         ax.legend(frameon=False, fontsize=8)
         for ax in axes[1]:
             ax.set_xlabel(xlabel)

@@ -91,3 +91,20 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("[model\nname = 'ufm-ce'\n")
     with pytest.raises(ConfigError, match=r"^config: .*bad\.toml is not valid TOML"):
         config.load(bad)
+
+
+def test_shipped_example_configs_are_valid():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    paths = sorted(folder.glob("*.toml"))
+    assert len(paths) >= 3
+    for path in paths:
+        config.load(path)  # raises ConfigError if invalid
+
+
+def test_demo_config_is_valid():
+    from gflow.cli import DEMO_CONFIG
+
+    cfg = config.loads(DEMO_CONFIG)
+    assert cfg.model.classes == 10 and cfg.init.count >= 16

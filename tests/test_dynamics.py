@@ -91,6 +91,8 @@ def test_every_solver_family_integrates_the_flow(solver):
 def test_save_grid_shapes():
     flow = save_grid(DynamicsConfig(t1=100.0, saves=6))
     np.testing.assert_allclose(flow, [0.0, 0.01, 0.1, 1.0, 10.0, 100.0], rtol=1e-14)
+    long = save_grid(DynamicsConfig(t1=1e8, saves=10))  # early dynamics kept on long horizons
+    np.testing.assert_allclose(long, [0.0, *np.logspace(0, 8, 9)], rtol=1e-12)
     flow = save_grid(DynamicsConfig(t1=100.0, saves=5, save_spacing="linear"))
     np.testing.assert_allclose(flow, [0.0, 25.0, 50.0, 75.0, 100.0])
     gd = save_grid(DynamicsConfig(kind="gd", steps=10, saves=11))

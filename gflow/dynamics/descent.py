@@ -46,8 +46,21 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 }
 
 
-def _report(index, total: int) -> None:
-    print(f"gd: segment {int(index) + 1}/{total}", file=sys.stderr, flush=True)
+def _reporter(save_steps: np.ndarray) -> Callable:
+    """Host-side callback: print the step count each time another 10% of the steps is done."""
+    total = int(save_steps[-1])
+    shown = {"tenths": 0}
+
+    def report(index) -> None:
+        done = int(save_steps[int(index) + 1])
+        tenths = 10 * done // total
+        if tenths > shown["tenths"] or done == total:
+            shown["tenths"] = tenths
+            print(
+                f"gd: step {done}/{total} ({100 * done / total:.0f}%)", file=sys.stderr, flush=True
+            )
+
+    return report
 
 
 def gradient_descent(
@@ -69,6 +82,7 @@ def gradient_descent(
     opt = OPTIMIZERS[optimizer](learning_rate=lr)
     lengths = jnp.asarray(np.diff(save_steps), jnp.int32)
     grad = jax.grad(loss)
+    report = _reporter(save_steps)
 
     def step(_, carry):
         params, state = carry
@@ -79,7 +93,7 @@ def gradient_descent(
         index, length = xs
         carry = jax.lax.fori_loop(0, length, step, carry)
         if progress:
-            jax.debug.callback(_report, index, len(lengths))
+            jax.debug.callback(report, index)
         return carry, observe(carry[0])
 
     first = observe(params0)

@@ -9,6 +9,7 @@ initialization never spoils the others.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import diffrax
@@ -38,14 +39,17 @@ FIXED_STEP_SOLVERS = frozenset(
 
 
 def _progress_meter(enabled: bool) -> diffrax.AbstractProgressMeter:
+    """diffrax's tqdm bar on a terminal (if tqdm is installed), its text meter otherwise."""
     if not enabled:
         return diffrax.NoProgressMeter()
-    try:
-        import tqdm  # noqa: F401  (diffrax's tqdm meter needs it)
+    if sys.stderr.isatty():
+        try:
+            import tqdm  # noqa: F401  (diffrax's tqdm meter needs it)
 
-        return diffrax.TqdmProgressMeter(refresh_steps=20)
-    except ImportError:
-        return diffrax.TextProgressMeter(minimum_increase=0.05)
+            return diffrax.TqdmProgressMeter(refresh_steps=20)
+        except ImportError:
+            pass
+    return diffrax.TextProgressMeter(minimum_increase=0.1)
 
 
 def gradient_flow(
