@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LINT_DIRS := $(wildcard gflow tests benchmarks notebooks)
 
 .PHONY: demo test lint format clean
 
@@ -19,12 +20,12 @@ test: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gflow tests benchmarks
-	$(BIN)/ruff format --check gflow tests benchmarks
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix gflow tests benchmarks
-	$(BIN)/ruff format gflow tests benchmarks
+	$(BIN)/ruff check --fix $(LINT_DIRS)
+	$(BIN)/ruff format $(LINT_DIRS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
