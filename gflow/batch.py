@@ -41,11 +41,18 @@ def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
 
 
 def observer(model: Model) -> Callable:
-    """params -> {"loss", every metric of :func:`gflow.metrics.evaluate`}: what is saved."""
+    """params -> {"loss", every metric of :func:`gflow.metrics.evaluate`, the model's own
+    observables}: what is saved at each time."""
 
     def observe(params):
         W, H, b, labels = model.readout(params)
-        return {"loss": model.loss(params), **metrics.evaluate(W, H, b, labels, model.num_classes)}
+        values = {
+            "loss": model.loss(params),
+            **metrics.evaluate(W, H, b, labels, model.num_classes),
+        }
+        if model.observables is not None:
+            values.update(model.observables(params))
+        return values
 
     return observe
 

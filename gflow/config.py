@@ -16,7 +16,8 @@ from typing import Any
 
 import tomllib
 
-MODEL_NAMES = ("ufm-ce", "ulpm")
+MODEL_NAMES = ("ufm-ce", "ufm-mse", "ulpm")
+CLASSIFIERS = ("learned", "fixed-etf")
 DYNAMICS_KINDS = ("flow", "gd")
 PRECISIONS = ("float32", "float64")
 REPARAMS = ("none",)
@@ -37,6 +38,8 @@ class ModelConfig:
     wd_H: float = 5e-3
     wd_b: float = 5e-3
     bias: bool = True
+    classifier: str = "learned"  # ufm-ce / ufm-mse: learned | fixed-etf (W frozen at an ETF)
+    classifier_norm: float = 1.0  # fixed-etf: row norm of the frozen W
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +96,10 @@ class Config:
 
 
 # Defaults that differ by model, used where the TOML omits the key.
-_MODEL_DEFAULTS = {"ulpm": {"wd_W": 0.0, "wd_H": 0.0, "wd_b": 0.0, "bias": False}}
+_MODEL_DEFAULTS = {
+    "ulpm": {"wd_W": 0.0, "wd_H": 0.0, "wd_b": 0.0, "bias": False},
+    "ufm-mse": {"wd_b": 0.0},  # Tirer & Bruna: the bias is not regularized
+}
 
 _SECTIONS = {"model": ModelConfig, "dynamics": DynamicsConfig, "init": InitConfig, "run": RunConfig}
 _TOML_NAMES = {("init", "from_file"): "from"}  # dataclass field -> TOML key, where they differ
@@ -230,6 +236,18 @@ def validate(cfg: Config) -> None:
         _at_least(f"model.{name}", getattr(m, name), 0.0)
     if m.name == "ulpm" and m.bias:
         raise ConfigError("model.bias: the ULPM has no bias; set bias = false")
+    _one_of("model.classifier", m.classifier, CLASSIFIERS)
+    _positive("model.classifier_norm", m.classifier_norm)
+    if m.classifier == "fixed-etf":
+        if m.name not in ("ufm-ce", "ufm-mse"):
+            raise ConfigError(
+                f"model.classifier: a fixed ETF classifier is for ufm-ce and ufm-mse, not {m.name}"
+            )
+        if m.dim < m.classes - 1:
+            raise ConfigError(
+                f"model.dim: a fixed simplex ETF of {m.classes} classes needs dim >= "
+                f"{m.classes - 1}, got {m.dim}"
+            )
 
     _one_of("dynamics.kind", d.kind, DYNAMICS_KINDS)
     _one_of("dynamics.solver", d.solver, sorted(SOLVERS))

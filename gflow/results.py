@@ -47,18 +47,33 @@ def theory_attrs(model: Model, cfg: Config) -> dict[str, float | int]:
     m = cfg.model
     if len(set(model.counts)) != 1:
         return {}
-    n = model.counts[0]
+    n, K = model.counts[0], m.classes
     if m.name == "ulpm" and m.wd_W == 0 and m.wd_H == 0:
-        return {"theory_normalized_margin": theory.ulpm_max_margin(m.classes, n)}
-    if m.wd_W > 0 and m.wd_H > 0 and m.dim >= m.classes - 1:
-        opt = theory.ufm_ce_optimum(m.classes, n, m.wd_W, m.wd_H)
-        return {
-            "theory_collapsed": int(opt.collapsed),
-            "theory_W_norm_sq": opt.rho,
-            "theory_H_norm_sq": opt.H_norm_sq,
-            "theory_loss": opt.loss,
-        }
-    return {}
+        return {"theory_normalized_margin": theory.ulpm_max_margin(K, n)}
+    if (
+        m.name == "ufm-ce"
+        and m.classifier == "fixed-etf"
+        and m.wd_H > 0
+        and (m.wd_b > 0 or not m.bias)
+    ):
+        opt = theory.ufm_ce_fixed_etf_optimum(K, n, m.wd_H, m.classifier_norm)
+        return {"theory_H_norm_sq": opt.H_norm_sq, "theory_loss": opt.loss}
+    if m.classifier != "learned" or m.wd_W <= 0 or m.wd_H <= 0:
+        return {}
+    if m.name == "ufm-ce" and m.dim >= K - 1:
+        opt = theory.ufm_ce_optimum(K, n, m.wd_W, m.wd_H)
+        norms = (opt.rho, opt.H_norm_sq)
+    elif m.name == "ufm-mse" and m.dim >= K and (m.wd_b == 0 or not m.bias):
+        opt = theory.ufm_mse_optimum(K, n, m.wd_W, m.wd_H, m.bias)
+        norms = (opt.W_norm_sq, opt.H_norm_sq)
+    else:
+        return {}
+    return {
+        "theory_collapsed": int(opt.collapsed),
+        "theory_W_norm_sq": norms[0],
+        "theory_H_norm_sq": norms[1],
+        "theory_loss": opt.loss,
+    }
 
 
 def to_dataset(

@@ -71,3 +71,80 @@ def ulpm_max_margin(classes: int, per_class: int) -> float:
 def collapse_threshold(classes: int, per_class: int, wd_W: float, wd_H: float) -> float:
     """K sqrt(n lam_W lam_H): UFM-CE collapses to a nonzero ETF iff this is < 1."""
     return classes * math.sqrt(per_class * wd_W * wd_H)
+
+
+class UFMMSEOptimum(NamedTuple):
+    """Global minimizer of balanced UFM-MSE (Tirer & Bruna 2022), b unregularized."""
+
+    collapsed: bool  # False (s <= 0): the minimizer is W = H = 0 (and b = 1/K with a bias)
+    s: float  # collapse scale 1 - K sqrt(n lam_H lam_W)
+    c: float  # h_i = c w_{y_i}, c = sqrt(lam_W / (n lam_H))
+    b: np.ndarray  # (K,): 1/K with a bias, 0 without
+    HW: np.ndarray  # class means times W^T, (K, K): s I, or s (I - 11^T/K) with a bias
+    W_gram: np.ndarray  # W W^T = sqrt(n lam_H / lam_W) * HW
+    W_norm_sq: float
+    H_norm_sq: float
+    loss: float  # (1 - s^2)/2, times (K-1)/K with a bias
+
+
+def ufm_mse_optimum(
+    classes: int, per_class: int, wd_W: float, wd_H: float, bias: bool
+) -> UFMMSEOptimum:
+    """Closed-form minimizer of UFM-MSE with balanced classes (needs d >= K, wd_W, wd_H > 0).
+
+    With s = 1 - K sqrt(n lam_H lam_W) > 0 the class means collapse with H_bar W^T = s I (no
+    bias: an orthogonal frame) or s (I - 11^T/K) and b = 1/K (bias: a simplex ETF); s <= 0 gives 0.
+    """
+    K, n = classes, per_class
+    if wd_W <= 0 or wd_H <= 0:
+        raise ValueError("wd_W, wd_H: the UFM-MSE closed form needs both weight decays > 0")
+    s = 1.0 - K * math.sqrt(n * wd_H * wd_W)
+    frame = np.eye(K) - (np.ones((K, K)) / K if bias else 0.0)
+    b = np.full(K, 1.0 / K) if bias else np.zeros(K)
+    shrink = (K - 1) / K if bias else 1.0
+    c = math.sqrt(wd_W / (n * wd_H))
+    if s <= 0:
+        zero = np.zeros((K, K))
+        return UFMMSEOptimum(False, s, c, b, zero, zero, 0.0, 0.0, 0.5 * shrink)
+    gram = math.sqrt(n * wd_H / wd_W) * s * frame
+    w2 = float(np.trace(gram))
+    return UFMMSEOptimum(
+        True, s, c, b, s * frame, gram, w2, n * c**2 * w2, 0.5 * shrink * (1 - s**2)
+    )
+
+
+class FixedETFOptimum(NamedTuple):
+    """Minimizer of UFM-CE over H (and b) with W frozen at a scaled simplex ETF."""
+
+    t: float  # h_i = t w_{y_i}
+    H_norm_sq: float  # N t^2 a, a = ||w_k||^2
+    loss: float
+
+
+def ufm_ce_fixed_etf_optimum(
+    classes: int, per_class: int, wd_H: float, classifier_norm: float
+) -> FixedETFOptimum:
+    """W rows of norm sqrt(a) = ``classifier_norm`` at a simplex ETF, b = 0 (wd_b > 0).
+
+    The problem in (H, b) is strictly convex and the ETF's symmetry forces h_i = t w_{y_i}, with
+    t >= 0 minimizing log(1 + (K-1) exp(-t a K/(K-1))) + (lam_H N a / 2) t^2, i.e. the root of
+    K e^{-x} / (1 + (K-1) e^{-x}) = lam_H N t,  x = t a K/(K-1)  (found by bisection).
+    """
+    K, N, a = classes, classes * per_class, classifier_norm**2
+    if wd_H <= 0:
+        raise ValueError("wd_H: the fixed-ETF optimum needs wd_H > 0")
+
+    def slope(t):  # derivative of the 1-d objective, increasing in t
+        x = t * a * K / (K - 1)
+        return -a * K * math.exp(-x) / (1 + (K - 1) * math.exp(-x)) + wd_H * N * a * t
+
+    lo, hi = 0.0, 1.0
+    while slope(hi) < 0:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
+    t = 0.5 * (lo + hi)
+    x = t * a * K / (K - 1)
+    loss = math.log1p((K - 1) * math.exp(-x)) + 0.5 * wd_H * N * a * t**2
+    return FixedETFOptimum(t, N * a * t**2, loss)

@@ -34,7 +34,7 @@ def test_replace_revalidates():
     [
         (
             {"model": {"name": "resnet"}},
-            r"^model\.name: unknown value 'resnet'; valid: ufm-ce, ulpm",
+            r"^model\.name: unknown value 'resnet'; valid: ufm-ce, ufm-mse, ulpm",
         ),
         (
             {"dynamics": {"solver": "rk4"}},

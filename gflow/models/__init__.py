@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from gflow.config import ModelConfig
 from gflow.models.base import Model, Readout, class_labels, cross_entropy
-from gflow.models.ufm import ufm_ce
+from gflow.models.ufm import ufm, ufm_ce, ufm_mse
 from gflow.models.ulpm import ulpm
 
 
@@ -28,4 +28,14 @@ def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) ->
     raise ValueError(f"model.name: unknown model {cfg.name!r}")
 
 
-__all__ = ["Model", "Readout", "class_labels", "cross_entropy", "from_config", "ufm_ce", "ulpm"]
+__all__ = [
+    "Model",
+    "Readout",
+    "class_labels",
+    "cross_entropy",
+    "from_config",
+    "ufm",
+    "ufm_ce",
+    "ufm_mse",
+    "ulpm",
+]

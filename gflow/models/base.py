@@ -4,9 +4,11 @@ A model is a NamedTuple of pure functions closed over its hyperparameters:
 
 - ``init(key) -> params``: a random parameter pytree (one initialization);
 - ``loss(params) -> scalar``: the objective whose negative gradient is the flow;
-- ``readout(params) -> Readout``: the (W, H, b, labels) view that the NC metrics read.
+- ``readout(params) -> Readout``: the (W, H, b, labels) view that the NC metrics read;
+- ``observables(params) -> dict`` (optional): extra scalars a model reports along the
+  trajectory beside the standard metrics (e.g. pre-ReLU NC metrics, balancedness of layers).
 
-All three jit, grad and vmap. The dynamics only ever see ``loss``.
+All of them jit, grad and vmap. The dynamics only ever see ``loss``.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ class Model(NamedTuple):
     loss: Callable[[Params], Float[Array, ""]]
     readout: Callable[[Params], Readout]
     counts: tuple[int, ...]  # per-class sample counts n_k
-    dim: int
+    dim: int  # feature dimension of the readout's H
     bias: bool
+    observables: Callable[[Params], dict[str, Float[Array, ""]]] | None = None
 
     @property
     def num_classes(self) -> int:

@@ -1,63 +1,101 @@
-"""Unconstrained features model with cross-entropy and weight decay (Zhu et al., NeurIPS 2021).
+"""Unconstrained features models: free features H, a linear classifier W (K, d), a bias b.
 
-    L(W, H, b) = (1/N) sum_i CE(W h_i + b, y_i) + lam_W/2 ||W||_F^2 + lam_H/2 ||H||_F^2
-                 + lam_b/2 ||b||^2,
+Cross-entropy (Zhu et al., NeurIPS 2021):
+    L = (1/N) sum_i CE(W h_i + b, y_i) + lam_W/2 ||W||_F^2 + lam_H/2 ||H||_F^2 + lam_b/2 ||b||^2
+MSE (Tirer & Bruna, ICML 2022), Y the one-hot (N, K) labels:
+    L = (1/(2N)) ||H W^T + 1 b^T - Y||_F^2 + lam_W/2 ||W||^2 + lam_H/2 ||H||^2 [+ lam_b/2 ||b||^2]
 
-W (K, d) the classifier, H (N, d) free features as rows, b (K,) the bias. With balanced classes
-and K sqrt(n lam_W lam_H) < 1 every global minimizer is a simplex ETF (see :mod:`gflow.theory`).
+H (N, d) holds the features as rows, grouped by class; ``per_class`` may differ between classes.
+With ``classifier="fixed-etf"`` W is frozen at ``classifier_norm`` times a simplex ETF (d >= K-1)
+and only H (and b) learn (Zhu et al., section 5). Closed-form minimizers: :mod:`gflow.theory`.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from gflow import theory
 from gflow.models.base import Model, Readout, class_labels, cross_entropy
 
+LOSSES = ("ce", "mse")
+CLASSIFIERS = ("learned", "fixed-etf")
 
-def ufm_ce(
+
+def mean_squared_error(outputs, onehot):
+    """(1/(2N)) ||outputs - Y||_F^2 for outputs (N, K)."""
+    return jnp.sum(optax.l2_loss(outputs, onehot)) / outputs.shape[0]
+
+
+def ufm(
     classes: int,
     dim: int,
     per_class: int | tuple[int, ...],
+    *,
+    loss: str = "ce",
     wd_W: float = 5e-3,
     wd_H: float = 5e-3,
     wd_b: float = 5e-3,
     bias: bool = True,
+    classifier: str = "learned",
+    classifier_norm: float = 1.0,
     init_scale: float = 0.1,
     dtype=jnp.float32,
-    name: str = "ufm-ce",
+    name: str | None = None,
 ) -> Model:
-    """UFM-CE. ``per_class`` is n (balanced) or a tuple of K counts.
+    """A UFM with the chosen loss ("ce" or "mse") and classifier ("learned" or "fixed-etf").
 
-    ``init(key)`` draws W, H (and b) i.i.d. ``init_scale * N(0, 1)``; without a bias, b is not a
-    parameter and ``readout`` reports b = 0.
+    ``init(key)`` draws the learned parameters i.i.d. ``init_scale * N(0, 1)``; parameters that
+    are not learned (b without bias, W when fixed) are absent from the pytree and ``readout``
+    reports their fixed value (b = 0, W the ETF).
     """
     counts = (per_class,) * classes if isinstance(per_class, int) else tuple(per_class)
     labels = jnp.asarray(class_labels(counts))
     onehot = jax.nn.one_hot(labels, classes, dtype=dtype)
     num_samples = len(labels)
+    fit = cross_entropy if loss == "ce" else mean_squared_error
+    learn_W = classifier == "learned"
+    fixed_W = (
+        None
+        if learn_W
+        else jnp.asarray(classifier_norm * theory.simplex_etf(classes, dim), dtype=dtype)
+    )
 
     def init(key):
         kw, kh, kb = jax.random.split(key, 3)
-        params = {
-            "W": init_scale * jax.random.normal(kw, (classes, dim), dtype),
-            "H": init_scale * jax.random.normal(kh, (num_samples, dim), dtype),
-        }
+        params = {"H": init_scale * jax.random.normal(kh, (num_samples, dim), dtype)}
+        if learn_W:
+            params["W"] = init_scale * jax.random.normal(kw, (classes, dim), dtype)
         if bias:
             params["b"] = init_scale * jax.random.normal(kb, (classes,), dtype)
         return params
 
-    def loss(params):
-        W, H = params["W"], params["H"]
-        logits = H @ W.T
-        value = 0.5 * wd_W * jnp.sum(W**2) + 0.5 * wd_H * jnp.sum(H**2)
-        if bias:
-            logits = logits + params["b"]
-            value = value + 0.5 * wd_b * jnp.sum(params["b"] ** 2)
-        return cross_entropy(logits, onehot) + value
-
     def readout(params):
-        b = params["b"] if bias else jnp.zeros((classes,), params["W"].dtype)
-        return Readout(params["W"], params["H"], b, labels)
+        W = params["W"] if learn_W else fixed_W
+        b = params["b"] if bias else jnp.zeros((classes,), W.dtype)
+        return Readout(W, params["H"], b, labels)
 
-    return Model(name, init, loss, readout, counts, dim, bias)
+    def objective(params):
+        W, H, b, _ = readout(params)
+        value = fit(H @ W.T + b, onehot) + 0.5 * wd_H * jnp.sum(H**2)
+        if learn_W:
+            value = value + 0.5 * wd_W * jnp.sum(W**2)
+        if bias:
+            value = value + 0.5 * wd_b * jnp.sum(b**2)
+        return value
+
+    default_name = f"ufm-{loss}"
+    return Model(name or default_name, init, objective, readout, counts, dim, bias)
+
+
+def ufm_ce(classes, dim, per_class, wd_W=5e-3, wd_H=5e-3, wd_b=5e-3, bias=True, **kwargs) -> Model:
+    """UFM with cross-entropy and weight decay on W, H and b (Zhu et al. 2021)."""
+    return ufm(classes, dim, per_class, loss="ce", wd_W=wd_W, wd_H=wd_H, wd_b=wd_b, bias=bias,
+               **kwargs)  # fmt: skip
+
+
+def ufm_mse(classes, dim, per_class, wd_W=5e-3, wd_H=5e-3, wd_b=0.0, bias=True, **kwargs) -> Model:
+    """UFM with MSE; the bias is unregularized by default (Tirer & Bruna 2022)."""
+    return ufm(classes, dim, per_class, loss="mse", wd_W=wd_W, wd_H=wd_H, wd_b=wd_b, bias=bias,
+               **kwargs)  # fmt: skip
