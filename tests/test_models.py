@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gflow import models
-from gflow.config import ModelConfig
+from gflow.config import MODEL_NAMES, from_dict
 from gflow.models import class_labels, ufm_ce, ulpm
 
 
@@ -52,7 +52,25 @@ def test_init_scale_seed_and_dtype():
     assert model.counts == (20,) * 10 and model.num_classes == 10
 
 
-def test_registry_builds_each_config_name():
-    assert models.from_config(ModelConfig(name="ufm-ce")).name == "ufm-ce"
-    m = models.from_config(ModelConfig(name="ulpm", bias=False, wd_W=0.0, wd_H=0.0))
-    assert m.name == "ulpm" and not m.bias
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_registry_builds_every_config_name(name):
+    cfg = from_dict({"model": {"name": name, "classes": 3, "dim": 4, "per_class": 2}})
+    model = models.from_config(cfg.model)
+    assert model.name == name and model.num_classes == 3
+    params = model.init(jax.random.PRNGKey(0))
+    assert np.isfinite(float(model.loss(params)))
+
+
+def test_registry_passes_every_ufm_option():
+    cfg = from_dict({"model": {"name": "ufm-mse", "classes": 3, "dim": 4, "per_class": [1, 2, 3],
+                               "bias": False, "classifier": "fixed-etf", "classifier_norm": 2.0,
+                               "wd_H": 0.25}})  # fmt: skip
+    model = models.from_config(cfg.model, dtype=jnp.float64)
+    params = model.init(jax.random.PRNGKey(1))
+    assert set(params) == {"H"}
+    W, H, b, labels = model.readout(params)
+    np.testing.assert_allclose(np.linalg.norm(W, axis=1), 2.0)
+    H = np.asarray(H)
+    expected = 0.5 * np.sum((H @ np.asarray(W).T - np.eye(3)[labels]) ** 2) / 6
+    expected += 0.125 * np.sum(H**2)
+    assert float(model.loss(params)) == pytest.approx(expected, rel=1e-13)

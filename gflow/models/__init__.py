@@ -12,19 +12,18 @@ from gflow.models.ulpm import ulpm
 
 def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) -> Model:
     """Build the model a ``[model]`` config section names."""
-    common = dict(classes=cfg.classes, dim=cfg.dim, per_class=cfg.per_class)
-    if cfg.name == "ufm-ce":
-        return ufm_ce(
-            **common,
-            wd_W=cfg.wd_W,
-            wd_H=cfg.wd_H,
-            wd_b=cfg.wd_b,
-            bias=cfg.bias,
-            init_scale=init_scale,
-            dtype=dtype,
-        )
+    common = dict(
+        classes=cfg.classes, dim=cfg.dim, per_class=cfg.per_class, init_scale=init_scale,
+        dtype=dtype,
+    )  # fmt: skip
+    if cfg.name in ("ufm-ce", "ufm-mse"):
+        return ufm(
+            **common, loss=cfg.name.removeprefix("ufm-"), wd_W=cfg.wd_W, wd_H=cfg.wd_H,
+            wd_b=cfg.wd_b, bias=cfg.bias, classifier=cfg.classifier,
+            classifier_norm=cfg.classifier_norm,
+        )  # fmt: skip
     if cfg.name == "ulpm":
-        return ulpm(**common, wd_W=cfg.wd_W, wd_H=cfg.wd_H, init_scale=init_scale, dtype=dtype)
+        return ulpm(**common, wd_W=cfg.wd_W, wd_H=cfg.wd_H)
     raise ValueError(f"model.name: unknown model {cfg.name!r}")
 
 
