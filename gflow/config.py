@@ -16,7 +16,7 @@ from typing import Any
 
 import tomllib
 
-MODEL_NAMES = ("ufm-ce", "ufm-mse", "ulpm")
+MODEL_NAMES = ("ufm-ce", "ufm-mse", "ulpm", "extended-ufm")
 CLASSIFIERS = ("learned", "fixed-etf")
 DYNAMICS_KINDS = ("flow", "gd")
 PRECISIONS = ("float32", "float64")
@@ -40,6 +40,8 @@ class ModelConfig:
     bias: bool = True
     classifier: str = "learned"  # ufm-ce / ufm-mse: learned | fixed-etf (W frozen at an ETF)
     classifier_norm: float = 1.0  # fixed-etf: row norm of the frozen W
+    hidden: int = 16  # extended-ufm: width of the ReLU layer
+    wd_W1: float = 5e-3  # extended-ufm: weight decay on the extra layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Config:
 _MODEL_DEFAULTS = {
     "ulpm": {"wd_W": 0.0, "wd_H": 0.0, "wd_b": 0.0, "bias": False},
     "ufm-mse": {"wd_b": 0.0},  # Tirer & Bruna: the bias is not regularized
+    "extended-ufm": {"wd_b": 0.0, "bias": False},
 }
 
 _SECTIONS = {"model": ModelConfig, "dynamics": DynamicsConfig, "init": InitConfig, "run": RunConfig}
@@ -234,8 +237,10 @@ def validate(cfg: Config) -> None:
         _at_least("model.per_class", m.per_class, 1)
     for name in ("wd_W", "wd_H", "wd_b"):
         _at_least(f"model.{name}", getattr(m, name), 0.0)
-    if m.name == "ulpm" and m.bias:
-        raise ConfigError("model.bias: the ULPM has no bias; set bias = false")
+    if m.name in ("ulpm", "extended-ufm") and m.bias:
+        raise ConfigError(f"model.bias: {m.name} has no bias; set bias = false")
+    _at_least("model.hidden", m.hidden, 1)
+    _at_least("model.wd_W1", m.wd_W1, 0.0)
     _one_of("model.classifier", m.classifier, CLASSIFIERS)
     _positive("model.classifier_norm", m.classifier_norm)
     if m.classifier == "fixed-etf":

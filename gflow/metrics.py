@@ -75,10 +75,27 @@ def nc2_features(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: 
     return _simplex_distance(M @ M.T)
 
 
+def orthogonal_frame_distance(vectors: Float[Array, "K d"]) -> Scalar:
+    """|| G/||G||_F - I/sqrt(K) ||_F with G the Gram of the rows (not centred): 0 for an
+    orthogonal frame of equal norms (MSE without bias; post-ReLU means of the extended UFM)."""
+    gram = vectors @ vectors.T
+    K = gram.shape[0]
+    return jnp.linalg.norm(
+        gram / jnp.linalg.norm(gram) - jnp.eye(K, dtype=gram.dtype) / jnp.sqrt(K)
+    )
+
+
 def nc3(W: Float[Array, "K d"], H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int):
     """NC3 (self-duality, Papyan et al.): || W^T/||W||_F - M/||M||_F ||_F."""
     M = centred_means(H, labels, num_classes)
     return jnp.linalg.norm(W / jnp.linalg.norm(W) - M / jnp.linalg.norm(M))
+
+
+def nc3_uncentred(W: Float[Array, "K d"], H: Float[Array, "N d"], labels, num_classes: int):
+    """|| W/||W||_F - Mu/||Mu||_F ||_F with Mu the raw (uncentred) class means as rows: the
+    self-duality of orthogonal frames (MSE without bias, post-ReLU extended-UFM features)."""
+    means = class_means(H, labels, num_classes)
+    return jnp.linalg.norm(W / jnp.linalg.norm(W) - means / jnp.linalg.norm(means))
 
 
 def nc3_duality(W: Float[Array, "K d"], H: Float[Array, "N d"], labels, num_classes: int):
@@ -170,8 +187,11 @@ def evaluate(W, H, b, labels, num_classes: int) -> dict[str, Scalar]:
         "nc1_quotient": nc1_quotient(H, labels, K),
         "nc2_features": nc2_features(H, labels, K),
         "nc3_duality": nc3_duality(W, H, labels, K),
+        "nc3_uncentred": nc3_uncentred(W, H, labels, K),
         "cdnv": cdnv(H, labels, K),
         "bias_relation": bias_relation(W, b, H, labels, K),
+        "orthogonal_means": orthogonal_frame_distance(class_means(H, labels, K)),
+        "orthogonal_classifier": orthogonal_frame_distance(W),
         "equinorm_means": equinorm(M),
         "equinorm_classifier": equinorm(W),
         "equiangular_means": equiangularity(M),

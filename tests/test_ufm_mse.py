@@ -46,6 +46,9 @@ def test_flow_reaches_the_closed_form(K, d, n, wd_W, wd_H, bias):
         np.testing.assert_allclose(np.asarray(W) @ np.asarray(W).T, opt.W_gram, atol=1e-8)
         np.testing.assert_allclose(b, opt.b, atol=1e-8)
         assert float(metrics.nc1(H, labels, K)) < 1e-12
+        if not bias:  # orthogonal frame, classifier aligned with the raw class means
+            assert float(metrics.orthogonal_frame_distance(W)) < 1e-8
+            assert float(metrics.nc3_uncentred(W, H, labels, K)) < 1e-8
     np.testing.assert_allclose(np.asarray(traj.observed["loss"])[:, -1], opt.loss, rtol=1e-10)
     nc2 = np.asarray(traj.observed["nc2"])[:, -1]
     if bias:

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from gflow.config import ModelConfig
 from gflow.models.base import Model, Readout, class_labels, cross_entropy
+from gflow.models.extended import extended_ufm
 from gflow.models.ufm import ufm, ufm_ce, ufm_mse
 from gflow.models.ulpm import ulpm
 
@@ -22,6 +23,10 @@ def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) ->
             wd_b=cfg.wd_b, bias=cfg.bias, classifier=cfg.classifier,
             classifier_norm=cfg.classifier_norm,
         )  # fmt: skip
+    if cfg.name == "extended-ufm":
+        return extended_ufm(
+            **common, hidden=cfg.hidden, wd_W=cfg.wd_W, wd_W1=cfg.wd_W1, wd_H=cfg.wd_H
+        )
     if cfg.name == "ulpm":
         return ulpm(**common, wd_W=cfg.wd_W, wd_H=cfg.wd_H)
     raise ValueError(f"model.name: unknown model {cfg.name!r}")
@@ -32,6 +37,7 @@ __all__ = [
     "Readout",
     "class_labels",
     "cross_entropy",
+    "extended_ufm",
     "from_config",
     "ufm",
     "ufm_ce",
