@@ -16,7 +16,7 @@ from typing import Any
 
 import tomllib
 
-MODEL_NAMES = ("ufm-ce", "ufm-mse", "ulpm", "extended-ufm")
+MODEL_NAMES = ("ufm-ce", "ufm-mse", "ulpm", "extended-ufm", "deep-linear", "wide-net")
 CLASSIFIERS = ("learned", "fixed-etf")
 DYNAMICS_KINDS = ("flow", "gd")
 PRECISIONS = ("float32", "float64")
@@ -42,6 +42,9 @@ class ModelConfig:
     classifier_norm: float = 1.0  # fixed-etf: row norm of the frozen W
     hidden: int = 16  # extended-ufm: width of the ReLU layer
     wd_W1: float = 5e-3  # extended-ufm: weight decay on the extra layer
+    depth: int = 3  # deep-linear / wide-net: number L >= 2 of final linear layers
+    width: int = 128  # wide-net: width of the ReLU layer and of the linear layers
+    dataset: str = "digits"  # wide-net: a data set that ships with scikit-learn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +105,8 @@ _MODEL_DEFAULTS = {
     "ulpm": {"wd_W": 0.0, "wd_H": 0.0, "wd_b": 0.0, "bias": False},
     "ufm-mse": {"wd_b": 0.0},  # Tirer & Bruna: the bias is not regularized
     "extended-ufm": {"wd_b": 0.0, "bias": False},
+    "deep-linear": {"wd_b": 0.0, "bias": False},
+    "wide-net": {"wd_b": 0.0, "bias": False, "wd_W": 1e-3, "depth": 2},
 }
 
 _SECTIONS = {"model": ModelConfig, "dynamics": DynamicsConfig, "init": InitConfig, "run": RunConfig}
@@ -237,10 +242,14 @@ def validate(cfg: Config) -> None:
         _at_least("model.per_class", m.per_class, 1)
     for name in ("wd_W", "wd_H", "wd_b"):
         _at_least(f"model.{name}", getattr(m, name), 0.0)
-    if m.name in ("ulpm", "extended-ufm") and m.bias:
+    if m.name in ("ulpm", "extended-ufm", "deep-linear", "wide-net") and m.bias:
         raise ConfigError(f"model.bias: {m.name} has no bias; set bias = false")
     _at_least("model.hidden", m.hidden, 1)
     _at_least("model.wd_W1", m.wd_W1, 0.0)
+    _at_least("model.depth", m.depth, 2)
+    _at_least("model.width", m.width, 1)
+    if m.name == "wide-net":
+        _check_dataset(m)
     _one_of("model.classifier", m.classifier, CLASSIFIERS)
     _positive("model.classifier_norm", m.classifier_norm)
     if m.classifier == "fixed-etf":
@@ -284,6 +293,22 @@ def validate(cfg: Config) -> None:
     _one_of("run.precision", r.precision, PRECISIONS)
     if not r.out:
         raise ConfigError("run.out: must be a folder path, got an empty string")
+
+
+def _check_dataset(m: ModelConfig) -> None:
+    from gflow.models.networks import DATASETS, dataset_limits
+
+    _one_of("model.dataset", m.dataset, DATASETS)
+    max_classes, max_per_class = dataset_limits(m.dataset)
+    if m.classes > max_classes:
+        raise ConfigError(f"model.classes: {m.dataset} has {max_classes} classes, got {m.classes}")
+    if not isinstance(m.per_class, int) or m.per_class > max_per_class:
+        raise ConfigError(
+            f"model.per_class: {m.dataset} needs one count <= {max_per_class} (its smallest "
+            f"class), got {m.per_class}"
+        )
+    if m.width < m.classes:
+        raise ConfigError(f"model.width: must be >= classes ({m.classes}), got {m.width}")
 
 
 # --------------------------------------------------------------------------- writing

@@ -55,10 +55,14 @@ def test_init_scale_seed_and_dtype():
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_registry_builds_every_config_name(name):
     cfg = from_dict({"model": {"name": name, "classes": 3, "dim": 4, "per_class": 2}})
-    model = models.from_config(cfg.model)
-    assert model.name == name and model.num_classes == 3
-    params = model.init(jax.random.PRNGKey(0))
-    assert np.isfinite(float(model.loss(params)))
+    for dtype in (jnp.float32, jnp.float64):
+        model = models.from_config(cfg.model, dtype=dtype)
+        assert model.name == name and model.num_classes == 3
+        params = model.init(jax.random.PRNGKey(0))
+        # every parameter, the loss and the readout keep the requested precision (x64 is on)
+        assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(dtype)}
+        assert model.loss(params).dtype == dtype
+        assert {x.dtype for x in model.readout(params)[:3]} == {jnp.dtype(dtype)}
 
 
 def test_registry_passes_every_ufm_option():

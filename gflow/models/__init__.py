@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from gflow.config import ModelConfig
 from gflow.models.base import Model, Readout, class_labels, cross_entropy
 from gflow.models.extended import extended_ufm
+from gflow.models.networks import deep_linear, wide_net
 from gflow.models.ufm import ufm, ufm_ce, ufm_mse
 from gflow.models.ulpm import ulpm
 
@@ -27,6 +28,13 @@ def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) ->
         return extended_ufm(
             **common, hidden=cfg.hidden, wd_W=cfg.wd_W, wd_W1=cfg.wd_W1, wd_H=cfg.wd_H
         )
+    if cfg.name == "deep-linear":
+        return deep_linear(**common, depth=cfg.depth, wd_W=cfg.wd_W, wd_H=cfg.wd_H)
+    if cfg.name == "wide-net":
+        common.pop("dim")
+        return wide_net(
+            **common, width=cfg.width, depth=cfg.depth, wd_W=cfg.wd_W, dataset=cfg.dataset
+        )
     if cfg.name == "ulpm":
         return ulpm(**common, wd_W=cfg.wd_W, wd_H=cfg.wd_H)
     raise ValueError(f"model.name: unknown model {cfg.name!r}")
@@ -37,6 +45,8 @@ __all__ = [
     "Readout",
     "class_labels",
     "cross_entropy",
+    "deep_linear",
+    "wide_net",
     "extended_ufm",
     "from_config",
     "ufm",
