@@ -14,6 +14,7 @@ import numpy as np
 from gflow import metrics
 from gflow.config import DynamicsConfig
 from gflow.dynamics import gradient_descent, gradient_flow
+from gflow.dynamics.stochastic import noisy_gradient_flow
 from gflow.dynamics.trajectory import Trajectory
 from gflow.models.base import Model
 
@@ -58,11 +59,27 @@ def observer(model: Model) -> Callable:
 
 
 def solver_for(model: Model, dynamics: DynamicsConfig, progress: bool = False) -> Callable:
-    """One initialization's solve, params0 -> Trajectory, for the configured dynamics."""
+    """One initialization's solve, (params0, key) -> Trajectory, for the configured dynamics.
+
+    ``key`` drives the Brownian path of ``sde``; ``flow`` and ``gd`` ignore it.
+    """
     grid = save_grid(dynamics)
     observe = observer(model)
+    if dynamics.kind == "sde":
+        return lambda p0, key: noisy_gradient_flow(
+            model.loss,
+            p0,
+            grid,
+            observe,
+            key,
+            noise=dynamics.noise,
+            dt0=dynamics.dt0,
+            solver=dynamics.solver,
+            max_steps=dynamics.max_steps,
+            progress=progress,
+        )
     if dynamics.kind == "gd":
-        return lambda p0: gradient_descent(
+        return lambda p0, key: gradient_descent(
             model.loss,
             p0,
             grid,
@@ -71,7 +88,7 @@ def solver_for(model: Model, dynamics: DynamicsConfig, progress: bool = False) -
             lr=dynamics.lr,
             progress=progress,
         )
-    return lambda p0: gradient_flow(
+    return lambda p0, key: gradient_flow(
         model.loss,
         p0,
         grid,
@@ -91,13 +108,20 @@ def init_batch(model: Model, seed: int, count: int):
     return jax.vmap(model.init)(keys)
 
 
+def noise_keys(seed: int, count: int) -> jax.Array:
+    """One key per init for its Brownian path, from a stream apart from the init keys."""
+    return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1), count)
+
+
 def batched_solver(model: Model, dynamics: DynamicsConfig, progress: bool = False) -> Callable:
-    """jit(vmap(solve)): params0 with a leading init axis -> batched Trajectory."""
+    """jit(vmap(solve)): (params0, keys) with a leading init axis -> batched Trajectory."""
     return jax.jit(jax.vmap(solver_for(model, dynamics, progress)))
 
 
 def run_batch(
-    model: Model, dynamics: DynamicsConfig, params0, progress: bool = False
+    model: Model, dynamics: DynamicsConfig, params0, progress: bool = False, seed: int = 0
 ) -> Trajectory:
-    """Solve every initialization in ``params0`` (leading axis: init)."""
-    return batched_solver(model, dynamics, progress)(params0)
+    """Solve every initialization in ``params0`` (leading axis: init); ``seed`` picks the
+    Brownian paths of ``sde``."""
+    count = len(jax.tree.leaves(params0)[0])
+    return batched_solver(model, dynamics, progress)(params0, noise_keys(seed, count))

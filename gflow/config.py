@@ -18,7 +18,7 @@ import tomllib
 
 MODEL_NAMES = ("ufm-ce", "ufm-mse", "ulpm", "extended-ufm", "deep-linear", "wide-net")
 CLASSIFIERS = ("learned", "fixed-etf")
-DYNAMICS_KINDS = ("flow", "gd")
+DYNAMICS_KINDS = ("flow", "gd", "sde")
 PRECISIONS = ("float32", "float64")
 REPARAMS = ("none",)
 SAVE_SPACINGS = ("log", "linear")
@@ -62,6 +62,7 @@ class DynamicsConfig:
     steps: int = 20_000
     saves: int = 50
     save_spacing: str = "log"
+    noise: float = 0.0  # sde: sigma in d theta = -grad L dt + sigma dW
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Config:
         return sum(class_counts(self.model))
 
 
-# Defaults that differ by model, used where the TOML omits the key.
+# Defaults that depend on another key (model.name, dynamics.kind), used where the TOML omits them.
 _MODEL_DEFAULTS = {
     "ulpm": {"wd_W": 0.0, "wd_H": 0.0, "wd_b": 0.0, "bias": False},
     "ufm-mse": {"wd_b": 0.0},  # Tirer & Bruna: the bias is not regularized
@@ -108,6 +109,8 @@ _MODEL_DEFAULTS = {
     "deep-linear": {"wd_b": 0.0, "bias": False},
     "wide-net": {"wd_b": 0.0, "bias": False, "wd_W": 1e-3, "depth": 2},
 }
+
+_DYNAMICS_DEFAULTS = {"sde": {"solver": "euler"}}
 
 _SECTIONS = {"model": ModelConfig, "dynamics": DynamicsConfig, "init": InitConfig, "run": RunConfig}
 _TOML_NAMES = {("init", "from_file"): "from"}  # dataclass field -> TOML key, where they differ
@@ -162,6 +165,8 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
         kwargs = {}
         if section == "model":
             kwargs.update(_MODEL_DEFAULTS.get(values.get("name"), {}))
+        if section == "dynamics":
+            kwargs.update(_DYNAMICS_DEFAULTS.get(values.get("kind"), {}))
         for key, value in values.items():
             if key not in fields:
                 raise ConfigError(f"{section}.{key}: unknown key; valid: {', '.join(fields)}")
@@ -272,6 +277,17 @@ def validate(cfg: Config) -> None:
         _positive("dynamics.dt0", d.dt0)
     if d.kind == "flow" and d.solver in FIXED_STEP_SOLVERS and d.dt0 is None:
         raise ConfigError(f"dynamics.dt0: required by the fixed-step solver {d.solver!r}")
+    _at_least("dynamics.noise", d.noise, 0.0)
+    if d.kind == "sde":
+        from gflow.dynamics.stochastic import SDE_SOLVERS
+
+        _one_of("dynamics.solver", d.solver, sorted(SDE_SOLVERS))
+        if d.dt0 is None:
+            raise ConfigError('dynamics.dt0: required for kind = "sde" (fixed steps)')
+        if d.t1 / d.dt0 > d.max_steps:
+            raise ConfigError(
+                f"dynamics.max_steps: t1/dt0 = {d.t1 / d.dt0:.0f} steps exceed it ({d.max_steps})"
+            )
     _at_least("dynamics.max_steps", d.max_steps, 1)
     _one_of("dynamics.reparam", d.reparam, REPARAMS)
     _one_of("dynamics.optimizer", d.optimizer, sorted(OPTIMIZERS))

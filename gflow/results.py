@@ -97,7 +97,7 @@ def to_dataset(
         status=(("init",), np.array([STATUS[s] for s in traj.status], dtype=object)),
         num_steps=(("init",), traj.num_steps.astype(np.int64)),
     )
-    time_name = "step" if cfg.dynamics.kind == "gd" else "flow time"
+    time_name = "step" if cfg.dynamics.kind == "gd" else "flow time"  # sde: flow time too
     coords = {
         "init": np.arange(count),
         "time": ("time", times, {"long_name": time_name}),

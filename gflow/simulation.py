@@ -20,7 +20,7 @@ import xarray as xr
 
 from gflow import config as config_mod
 from gflow import models, results
-from gflow.batch import batched_solver, init_batch, save_grid
+from gflow.batch import batched_solver, init_batch, noise_keys, save_grid
 from gflow.config import Config, ConfigError
 from gflow.models.base import Model
 
@@ -98,11 +98,12 @@ def simulate(cfg: Config | str | Path | Mapping[str, Any], progress: bool = Fals
             file=sys.stderr,
             flush=True,
         )
+    keys = noise_keys(cfg.init.seed, cfg.init.count)
     start = time.perf_counter()
-    compiled = batched_solver(model, cfg.dynamics, progress).lower(params0).compile()
+    compiled = batched_solver(model, cfg.dynamics, progress).lower(params0, keys).compile()
     compile_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    traj = jax.block_until_ready(compiled(params0))
+    traj = jax.block_until_ready(compiled(params0, keys))
     run_seconds = time.perf_counter() - start
     times = save_grid(cfg.dynamics)
     return results.to_dataset(traj, times, model, cfg, compile_seconds, run_seconds)

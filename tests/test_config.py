@@ -41,7 +41,26 @@ def test_replace_revalidates():
             r"^dynamics\.solver: unknown value 'rk4'; valid: .*tsit5",
         ),
         ({"dynamics": {"optimizer": "sgdd"}}, r"^dynamics\.optimizer: unknown .*valid: .*adam"),
-        ({"dynamics": {"kind": "sde"}}, r"^dynamics\.kind: unknown value 'sde'; valid: flow, gd"),
+        (
+            {"dynamics": {"kind": "langevin"}},
+            r"^dynamics\.kind: unknown value 'langevin'; valid: flow, gd, sde",
+        ),
+        (
+            {"dynamics": {"kind": "sde", "noise": -0.1, "dt0": 0.1}},
+            r"^dynamics\.noise: must be >= 0, got -0\.1",
+        ),
+        (
+            {"dynamics": {"kind": "sde", "noise": 0.1}},
+            r"^dynamics\.dt0: required for kind = \"sde\"",
+        ),
+        (
+            {"dynamics": {"kind": "sde", "solver": "tsit5", "dt0": 0.1}},
+            r"^dynamics\.solver: unknown value 'tsit5'; valid: euler, heun",
+        ),
+        (
+            {"dynamics": {"kind": "sde", "solver": "euler", "dt0": 1e-3, "t1": 1e3}},
+            r"^dynamics\.max_steps: t1/dt0 = 1000000 steps exceed it",
+        ),
         ({"model": {"classes": 1}}, r"^model\.classes: must be >= 2, got 1"),
         ({"model": {"dim": 0}}, r"^model\.dim: must be >= 1, got 0"),
         ({"model": {"per_class": 0}}, r"^model\.per_class: must be >= 1, got 0"),

@@ -52,6 +52,60 @@ def _progress_meter(enabled: bool) -> diffrax.AbstractProgressMeter:
     return diffrax.TextProgressMeter(minimum_increase=0.1)
 
 
+def integrate(
+    terms: diffrax.AbstractTerm,
+    solver: diffrax.AbstractSolver,
+    y0,
+    save_ts,
+    observe: Callable,
+    *,
+    controller: diffrax.AbstractStepSizeController,
+    dt0,
+    max_steps: int,
+    progress: bool,
+    nan_probe: Callable,
+) -> Trajectory:
+    """One diffrax solve over [0, save_ts[-1]] with ``observe`` reduced at ``save_ts``.
+
+    ``nan_probe(y)`` is a pytree (e.g. the vector field at y) checked for non-finite values at
+    the final state: a NaN vector field makes every step fail, so nothing may have been saved.
+    """
+    saveat = diffrax.SaveAt(
+        subs=[
+            diffrax.SubSaveAt(ts=save_ts, fn=lambda t, y, args: observe(y)),
+            diffrax.SubSaveAt(t1=True),
+        ]
+    )
+    sol = diffrax.diffeqsolve(
+        terms,
+        solver,
+        t0=jnp.zeros((), save_ts.dtype),
+        t1=save_ts[-1],
+        dt0=dt0,
+        y0=y0,
+        saveat=saveat,
+        stepsize_controller=controller,
+        max_steps=max_steps,
+        throw=False,
+        progress_meter=_progress_meter(progress),
+    )
+    observed, final = sol.ys
+    final = jax.tree.map(lambda x: x[0], final)
+    status = jnp.where(
+        sol.result == diffrax.RESULTS.successful,
+        OK,
+        jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, FAILED),
+    )
+    status = mark_nan(status, (final, nan_probe(final)), observed["loss"])
+    return Trajectory(observed, final, status, sol.stats["num_accepted_steps"])
+
+
+def state_dtype(params0):
+    """The floating dtype of a parameter pytree; solver times must use it too (float64 times
+    would silently promote a float32 state)."""
+    return jnp.result_type(*jax.tree.leaves(params0))
+
+
 def gradient_flow(
     loss: Callable,
     params0,
@@ -71,41 +125,22 @@ def gradient_flow(
     [0, t1]). Returns observations of shape (T,), the state at t1 (or where the solve stopped),
     the status and the number of accepted solver steps.
     """
-    # Times in the state's precision: float64 times would silently promote a float32 state.
-    dtype = jnp.result_type(*jax.tree.leaves(params0))
-    save_ts = jnp.asarray(save_ts, dtype)
+    dtype = state_dtype(params0)
     grad = jax.grad(loss)
     term = diffrax.ODETerm(lambda t, y, args: jax.tree.map(jnp.negative, grad(y)))
     if solver in FIXED_STEP_SOLVERS:
         controller = diffrax.ConstantStepSize()
     else:
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
-    saveat = diffrax.SaveAt(
-        subs=[
-            diffrax.SubSaveAt(ts=save_ts, fn=lambda t, y, args: observe(y)),
-            diffrax.SubSaveAt(t1=True),
-        ]
-    )
-    sol = diffrax.diffeqsolve(
+    return integrate(
         term,
         SOLVERS[solver](),
-        t0=jnp.zeros((), dtype),
-        t1=save_ts[-1],
+        params0,
+        jnp.asarray(save_ts, dtype),
+        observe,
+        controller=controller,
         dt0=None if dt0 is None else jnp.asarray(dt0, dtype),
-        y0=params0,
-        saveat=saveat,
-        stepsize_controller=controller,
         max_steps=max_steps,
-        throw=False,
-        progress_meter=_progress_meter(progress),
+        progress=progress,
+        nan_probe=grad,
     )
-    observed, final = sol.ys
-    final = jax.tree.map(lambda x: x[0], final)
-    status = jnp.where(
-        sol.result == diffrax.RESULTS.successful,
-        OK,
-        jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, FAILED),
-    )
-    # A NaN vector field makes every step fail, so nothing may have been saved: check it too.
-    status = mark_nan(status, (final, grad(final)), observed["loss"])
-    return Trajectory(observed, final, status, sol.stats["num_accepted_steps"])

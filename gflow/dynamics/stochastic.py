@@ -1,0 +1,74 @@
+"""Noisy gradient flow, an SDE with its own Brownian path per initialization:
+
+    d theta = -grad L(theta) dt + sigma dW_t,
+
+additive noise of size ``noise`` = sigma on every parameter (the continuous-time picture of
+SGD noise). The parameter pytree is flattened to one vector so that the diffusion is a diagonal
+``lineax`` operator against a ``diffrax.VirtualBrownianTree``; each init gets its own key, so
+under vmap every init has an independent path, and the same key reproduces the same path.
+Fixed-step solvers (Euler-Maruyama, Heun) with step ``dt0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import lineax
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from gflow.dynamics.flow import integrate, state_dtype
+from gflow.dynamics.trajectory import Trajectory
+
+SDE_SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
+    "euler": diffrax.Euler,  # Euler-Maruyama (Itô)
+    "heun": diffrax.Heun,  # Stratonovich; equal to Itô for additive noise
+}
+
+
+def noisy_gradient_flow(
+    loss: Callable,
+    params0,
+    save_ts: np.ndarray,
+    observe: Callable,
+    key: jax.Array,
+    *,
+    noise: float,
+    dt0: float,
+    solver: str = "euler",
+    max_steps: int = 100_000,
+    progress: bool = False,
+) -> Trajectory:
+    """Solve the SDE from ``params0`` over [0, save_ts[-1]] with fixed steps ``dt0``."""
+    dtype = state_dtype(params0)
+    flat0, unravel = ravel_pytree(params0)
+    save_ts = jnp.asarray(save_ts, dtype)
+    grad = jax.grad(lambda flat: loss(unravel(flat)))
+    brownian = diffrax.VirtualBrownianTree(
+        jnp.zeros((), dtype),
+        save_ts[-1],
+        tol=jnp.asarray(dt0, dtype) / 2,
+        shape=jax.ShapeDtypeStruct(flat0.shape, dtype),
+        key=key,
+    )
+    diagonal = jnp.full(flat0.shape, noise, dtype)
+    terms = diffrax.MultiTerm(
+        diffrax.ODETerm(lambda t, y, args: -grad(y)),
+        diffrax.ControlTerm(lambda t, y, args: lineax.DiagonalLinearOperator(diagonal), brownian),
+    )
+    traj = integrate(
+        terms,
+        SDE_SOLVERS[solver](),
+        flat0,
+        save_ts,
+        lambda y: observe(unravel(y)),
+        controller=diffrax.ConstantStepSize(),
+        dt0=jnp.asarray(dt0, dtype),
+        max_steps=max_steps,
+        progress=progress,
+        nan_probe=grad,
+    )
+    return traj._replace(final=unravel(traj.final))
