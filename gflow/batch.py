@@ -65,40 +65,20 @@ def solver_for(model: Model, dynamics: DynamicsConfig, progress: bool = False) -
     """
     grid = save_grid(dynamics)
     observe = observer(model)
-    if dynamics.kind == "sde":
+    d = dynamics
+    if d.kind == "sde":
+        options = dict(noise=d.noise, dt0=d.dt0, solver=d.solver, max_steps=d.max_steps)
         return lambda p0, key: noisy_gradient_flow(
-            model.loss,
-            p0,
-            grid,
-            observe,
-            key,
-            noise=dynamics.noise,
-            dt0=dynamics.dt0,
-            solver=dynamics.solver,
-            max_steps=dynamics.max_steps,
-            progress=progress,
+            model.loss, p0, grid, observe, key, progress=progress, **options
         )
-    if dynamics.kind == "gd":
+    if d.kind == "gd":
+        options = dict(optimizer=d.optimizer, lr=d.lr)
         return lambda p0, key: gradient_descent(
-            model.loss,
-            p0,
-            grid,
-            observe,
-            optimizer=dynamics.optimizer,
-            lr=dynamics.lr,
-            progress=progress,
+            model.loss, p0, grid, observe, progress=progress, **options
         )
+    options = dict(solver=d.solver, rtol=d.rtol, atol=d.atol, dt0=d.dt0, max_steps=d.max_steps)
     return lambda p0, key: gradient_flow(
-        model.loss,
-        p0,
-        grid,
-        observe,
-        solver=dynamics.solver,
-        rtol=dynamics.rtol,
-        atol=dynamics.atol,
-        dt0=dynamics.dt0,
-        max_steps=dynamics.max_steps,
-        progress=progress,
+        model.loss, p0, grid, observe, progress=progress, **options
     )
 
 
