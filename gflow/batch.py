@@ -28,8 +28,10 @@ def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
     n = dynamics.saves
     if dynamics.kind == "gd":
         end = dynamics.steps
-        raw = np.geomspace(1, end, n - 1) if dynamics.save_spacing == "log" else None
-        if raw is None:
+        if dynamics.save_spacing == "log":
+            raw = np.geomspace(1, end, n - 1)
+            raw[-1] = end  # geomspace(a, b, 1) is [a]: the last save is always the end
+        else:
             raw = np.linspace(0, end, n)[1:]
         steps = np.zeros(n, np.int64)
         for k, x in enumerate(np.rint(raw).astype(np.int64), start=1):
@@ -37,7 +39,9 @@ def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
         return steps
     end = dynamics.t1
     if dynamics.save_spacing == "log":
-        return np.concatenate([[0.0], np.geomspace(min(end * 1e-4, 1.0), end, n - 1)])
+        times = np.concatenate([[0.0], np.geomspace(min(end * 1e-4, 1.0), end, n - 1)])
+        times[-1] = end  # geomspace(a, b, 1) is [a]: the last save is always the end
+        return times
     return np.linspace(0.0, end, n)
 
 

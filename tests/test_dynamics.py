@@ -99,6 +99,14 @@ def test_save_grid_shapes():
     np.testing.assert_array_equal(gd, np.arange(11))
     gd = save_grid(DynamicsConfig(kind="gd", steps=1000, saves=4))
     np.testing.assert_array_equal(gd, [0, 1, 32, 1000])
+    # two saves: the start and the end, whatever the spacing
+    for spacing in ("log", "linear"):
+        np.testing.assert_array_equal(
+            save_grid(DynamicsConfig(t1=1e6, saves=2, save_spacing=spacing)), [0.0, 1e6]
+        )
+        np.testing.assert_array_equal(
+            save_grid(DynamicsConfig(kind="gd", steps=7, saves=2, save_spacing=spacing)), [0, 7]
+        )
     lin = save_grid(DynamicsConfig(kind="gd", steps=100, saves=5, save_spacing="linear"))
     np.testing.assert_array_equal(lin, [0, 25, 50, 75, 100])
 
