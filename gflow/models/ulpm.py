@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from gflow import metrics
 from gflow.models.base import Model
 from gflow.models.ufm import ufm_ce
 
@@ -26,16 +27,19 @@ def ulpm(
     init_scale: float = 0.1,
     dtype=jnp.float32,
 ) -> Model:
-    """ULPM: the UFM-CE loss with no bias and, by default, no weight decay."""
-    return ufm_ce(
-        classes,
-        dim,
-        per_class,
-        wd_W=wd_W,
-        wd_H=wd_H,
-        wd_b=0.0,
-        bias=False,
-        init_scale=init_scale,
-        dtype=dtype,
-        name="ulpm",
-    )
+    """ULPM: the UFM-CE loss with no bias and, by default, no weight decay.
+
+    Observables add the KKT residual of the minimum-norm separation problem
+    (:func:`gflow.metrics.kkt_residual`): ``kkt_residual`` and ``kkt_slackness``.
+    """
+    model = ufm_ce(
+        classes, dim, per_class, wd_W=wd_W, wd_H=wd_H, wd_b=0.0, bias=False,
+        init_scale=init_scale, dtype=dtype, name="ulpm",
+    )  # fmt: skip
+
+    def observables(params):
+        W, H, _, labels = model.readout(params)
+        residual, slackness = metrics.kkt_residual(W, H, labels, classes)
+        return {"kkt_residual": residual, "kkt_slackness": slackness}
+
+    return model._replace(observables=observables)
