@@ -112,12 +112,38 @@ def plot_gram(ds: xr.Dataset, init: int = 0) -> plt.Figure:
     return fig
 
 
+def plot_margin(ds: xr.Dataset) -> plt.Figure:
+    """ULPM: normalized margin (with its limit 1/(sqrt(n)(K-1))) and KKT residual vs time,
+    both on log time; median and 10-90% band across inits. Needs ``kkt_residual``."""
+    time = ds.time.values.astype(float)
+    xlabel = ds.time.attrs.get("long_name", "time")
+    with plt.rc_context(_STYLE):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(8.6, 3.4), layout="constrained")
+        _band(left, time, ds.normalized_margin, logy=False)
+        if "theory_normalized_margin" in ds.attrs:
+            left.axhline(ds.attrs["theory_normalized_margin"], color=_THEORY, ls="--", lw=1.2,
+                         label=r"$\gamma^\star = 1/(\sqrt{n}(K-1))$")  # fmt: skip
+        left.set_ylabel(r"normalized margin $\gamma$")
+        left.set_title("margin / (||W||²/2 + ||H||²/2)")
+        left.legend(frameon=False, fontsize=8)
+        _band(right, time, ds.kkt_residual)
+        right.set_ylabel("relative KKT residual")
+        right.set_title("distance from a KKT point (NNLS)")
+        for ax in (left, right):
+            ax.set_xlabel(xlabel)
+    return fig
+
+
 def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
-    """Write trajectories.{png,pdf} and gram.{png,pdf} into ``out``; returns the paths."""
+    """Write trajectories.{png,pdf} and gram.{png,pdf} into ``out`` (and margin.{png,pdf} when
+    the results carry a KKT residual); returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, fig in (("trajectories", plot_trajectories(ds)), ("gram", plot_gram(ds))):
+    figures = [("trajectories", plot_trajectories(ds)), ("gram", plot_gram(ds))]
+    if "kkt_residual" in ds:
+        figures.append(("margin", plot_margin(ds)))
+    for name, fig in figures:
         for ext in ("png", "pdf"):
             path = out / f"{name}.{ext}"
             fig.savefig(path)

@@ -45,3 +45,20 @@ def test_save_figures_writes_png_and_pdf(dataset, tmp_path):
         "trajectories.png",
     ]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_ulpm_results_get_the_margin_figure(tmp_path):
+    cfg = {
+        "model": {"name": "ulpm", "classes": 3, "dim": 3, "per_class": 2},
+        "dynamics": {"t1": 1e5, "rtol": 1e-6, "atol": 1e-8, "saves": 8},
+        "init": {"count": 3},
+    }
+    ds = simulation.simulate(cfg)
+    assert ds.kkt_residual.dims == ("init", "time")
+    fig = plots.plot_margin(ds)
+    left, right = fig.axes
+    assert right.get_yscale() == "log" and left.get_xscale() == "log"
+    assert any(abs(line.get_ydata()[0] - ds.attrs["theory_normalized_margin"]) < 1e-12
+               for line in left.get_lines() if len(line.get_ydata()) == 2)  # fmt: skip
+    names = sorted(p.name for p in plots.save_figures(ds, tmp_path))
+    assert "margin.png" in names and "margin.pdf" in names
