@@ -16,6 +16,7 @@ from gflow.config import DynamicsConfig
 from gflow.dynamics import gradient_descent, gradient_flow
 from gflow.dynamics.stochastic import noisy_gradient_flow
 from gflow.dynamics.trajectory import Trajectory
+from gflow.hessian import extreme_eigenvalues
 from gflow.models.base import Model
 
 
@@ -45,7 +46,7 @@ def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
     return np.linspace(0.0, end, n)
 
 
-def observer(model: Model) -> Callable:
+def observer(model: Model, hessian: str = "none", hessian_iters: int = 60) -> Callable:
     """params -> {"loss", every metric of :func:`gflow.metrics.evaluate`, the model's own
     observables}: what is saved at each time."""
 
@@ -57,18 +58,23 @@ def observer(model: Model) -> Callable:
         }
         if model.observables is not None:
             values.update(model.observables(params))
+        if hessian != "none":
+            low, high = extreme_eigenvalues(model.loss, params, hessian, hessian_iters)
+            values.update(hessian_min_eig=low, hessian_max_eig=high)
         return values
 
     return observe
 
 
-def solver_for(model: Model, dynamics: DynamicsConfig, progress: bool = False) -> Callable:
+def solver_for(
+    model: Model, dynamics: DynamicsConfig, progress: bool = False, observe: Callable | None = None
+) -> Callable:
     """One initialization's solve, (params0, key) -> Trajectory, for the configured dynamics.
 
     ``key`` drives the Brownian path of ``sde``; ``flow`` and ``gd`` ignore it.
     """
     grid = save_grid(dynamics)
-    observe = observer(model)
+    observe = observer(model) if observe is None else observe
     d = dynamics
     if d.kind == "sde":
         options = dict(noise=d.noise, dt0=d.dt0, solver=d.solver, max_steps=d.max_steps)
@@ -97,9 +103,11 @@ def noise_keys(seed: int, count: int) -> jax.Array:
     return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1), count)
 
 
-def batched_solver(model: Model, dynamics: DynamicsConfig, progress: bool = False) -> Callable:
+def batched_solver(
+    model: Model, dynamics: DynamicsConfig, progress: bool = False, observe: Callable | None = None
+) -> Callable:
     """jit(vmap(solve)): (params0, keys) with a leading init axis -> batched Trajectory."""
-    return jax.jit(jax.vmap(solver_for(model, dynamics, progress)))
+    return jax.jit(jax.vmap(solver_for(model, dynamics, progress, observe)))
 
 
 def run_batch(

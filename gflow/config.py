@@ -22,6 +22,7 @@ DYNAMICS_KINDS = ("flow", "gd", "sde")
 PRECISIONS = ("float32", "float64")
 REPARAMS = ("none",)
 SAVE_SPACINGS = ("log", "linear")
+HESSIAN_METHODS = ("none", "dense", "lanczos")
 
 
 class ConfigError(ValueError):
@@ -78,6 +79,8 @@ class RunConfig:
     precision: str = "float32"
     out: str = "runs/gflow"
     progress: bool = False
+    hessian: str = "none"  # none | dense | lanczos: save the extreme Hessian eigenvalues
+    hessian_iters: int = 60  # lanczos steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,6 +310,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"init.from: file not found: {i.from_file}")
 
     _one_of("run.precision", r.precision, PRECISIONS)
+    _one_of("run.hessian", r.hessian, HESSIAN_METHODS)
+    _at_least("run.hessian_iters", r.hessian_iters, 2)
     if not r.out:
         raise ConfigError("run.out: must be a folder path, got an empty string")
 

@@ -20,8 +20,9 @@ import xarray as xr
 
 from gflow import config as config_mod
 from gflow import models, results
-from gflow.batch import batched_solver, init_batch, noise_keys, save_grid
+from gflow.batch import batched_solver, init_batch, noise_keys, observer, save_grid
 from gflow.config import Config, ConfigError
+from gflow.hessian import DENSE_LIMIT, num_params
 from gflow.models.base import Model
 
 
@@ -81,6 +82,12 @@ def prepare(cfg: Config) -> tuple[Model, Any]:
         params0 = load_initial_params(cfg.init.from_file, model, cfg.init.count, dtype)
     else:
         params0 = init_batch(model, cfg.init.seed, cfg.init.count)
+    size = num_params(jax.tree.map(lambda x: x[0], params0))
+    if cfg.run.hessian == "dense" and size > DENSE_LIMIT:
+        raise ConfigError(
+            f"run.hessian: dense needs <= {DENSE_LIMIT} parameters, this model has {size}; "
+            "use lanczos"
+        )
     return model, params0
 
 
@@ -100,7 +107,9 @@ def simulate(cfg: Config | str | Path | Mapping[str, Any], progress: bool = Fals
         )
     keys = noise_keys(cfg.init.seed, cfg.init.count)
     start = time.perf_counter()
-    compiled = batched_solver(model, cfg.dynamics, progress).lower(params0, keys).compile()
+    observe = observer(model, cfg.run.hessian, cfg.run.hessian_iters)
+    solve = batched_solver(model, cfg.dynamics, progress, observe)
+    compiled = solve.lower(params0, keys).compile()
     compile_seconds = time.perf_counter() - start
     start = time.perf_counter()
     traj = jax.block_until_ready(compiled(params0, keys))
