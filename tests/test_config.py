@@ -98,7 +98,10 @@ def test_replace_revalidates():
         ({"init": {"scale": -1.0}}, r"^init\.scale: must be >= 0"),
         ({"init": {"from": "/nonexistent/start.npz"}}, r"^init\.from: file not found"),
         ({"run": {"precision": "float16"}}, r"^run\.precision: unknown .*valid: float32, float64"),
-        ({"run": {"hessian": "exact"}}, r"^run\.hessian: unknown value 'exact'; valid: none, dense, lanczos"),
+        (
+            {"run": {"hessian": "exact"}},
+            r"^run\.hessian: unknown value 'exact'; valid: none, dense, lanczos",
+        ),
         ({"run": {"hessian_iters": 1}}, r"^run\.hessian_iters: must be >= 2, got 1"),
         ({"model": {"classes": "ten"}}, r'^model\.classes: expected an integer, got "ten"'),
         ({"model": {"classes": 4.5}}, r"^model\.classes: expected an integer, got 4\.5"),

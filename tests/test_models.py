@@ -78,3 +78,29 @@ def test_registry_passes_every_ufm_option():
     expected = 0.5 * np.sum((H @ np.asarray(W).T - np.eye(3)[labels]) ** 2) / 6
     expected += 0.125 * np.sum(H**2)
     assert float(model.loss(params)) == pytest.approx(expected, rel=1e-13)
+
+
+def test_cross_entropy_is_exact_at_large_margins():
+    """At margin 40 the textbook logsumexp(z) - z_y cancels to 0 in float64; the margin form
+    keeps CE = log(1 + 2 e^-40) ~ 2 e^-40 and a gradient that sums to zero over classes."""
+    from gflow.models import cross_entropy
+
+    logits = jnp.array([[40.0, 0.0, 0.0], [0.0, 1.0, -2.0]])
+    onehot = jnp.eye(3)[jnp.array([0, 2])]
+    ce = cross_entropy(logits, onehot)
+    second = np.log(np.exp(0.0) + np.exp(1.0) + np.exp(-2.0)) + 2.0
+    assert float(ce) == pytest.approx((2 * np.exp(-40.0) + second) / 2, rel=1e-14)
+    big = cross_entropy(logits[:1], onehot[:1])
+    assert float(big) == pytest.approx(2 * np.exp(-40.0), rel=1e-12)
+    grad = jax.grad(lambda z: cross_entropy(z, onehot[:1]))(logits[:1])
+    np.testing.assert_allclose(
+        np.asarray(grad), [[-2 * np.exp(-40.0), np.exp(-40.0), np.exp(-40.0)]], rtol=1e-12
+    )
+    # and it agrees with optax where optax is exact
+    import optax
+
+    z = jnp.asarray(np.random.default_rng(0).standard_normal((6, 4)))
+    y = jnp.eye(4)[jnp.array([0, 1, 2, 3, 0, 1])]
+    assert float(cross_entropy(z, y)) == pytest.approx(
+        float(optax.softmax_cross_entropy(z, y).mean()), rel=1e-13
+    )

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jaxtyping import Array, Float, Int
 
 Params = Any  # a pytree of arrays
@@ -59,6 +59,20 @@ def class_labels(counts: tuple[int, ...]) -> np.ndarray:
     return np.repeat(np.arange(len(counts)), counts).astype(np.int32)
 
 
+def sample_cross_entropy(logits: Float[Array, "N K"], onehot: Float[Array, "N K"]):
+    """CE(z_i, y_i) = log(1 + sum_{j != y_i} exp(-(z_{i,y_i} - z_{i,j}))) per sample, (N,).
+
+    Written in margin form, softplus(logsumexp_{j != y}(z_j - z_y)), which stays exact when the
+    loss is tiny: the usual logsumexp(z) - z_y (optax's softmax_cross_entropy) cancels to 0 in
+    float64 once the margins exceed ~37 (CE < 1e-16), and its gradient then no longer sums to 0
+    over classes, which would corrupt long-horizon ULPM flows.
+    """
+    own = jnp.sum(onehot * logits, axis=1, keepdims=True)
+    others = jnp.where(onehot > 0, -jnp.inf, logits - own)
+    return jax.nn.softplus(jax.scipy.special.logsumexp(others, axis=1))
+
+
 def cross_entropy(logits: Float[Array, "N K"], onehot: Float[Array, "N K"]) -> Float[Array, ""]:
-    """Mean over samples of CE(z_i, y_i) = logsumexp(z_i) - z_{i, y_i}."""
-    return jnp.mean(optax.softmax_cross_entropy(logits, onehot))
+    """Mean over samples of CE(z_i, y_i) = logsumexp(z_i) - z_{i, y_i} (see
+    :func:`sample_cross_entropy` for the exact form used)."""
+    return jnp.mean(sample_cross_entropy(logits, onehot))
