@@ -14,6 +14,7 @@ import numpy as np
 from gflow import metrics
 from gflow.config import DynamicsConfig
 from gflow.dynamics import gradient_descent, gradient_flow
+from gflow.dynamics.longtime import log_time_flow, loss_time_flow
 from gflow.dynamics.stochastic import noisy_gradient_flow
 from gflow.dynamics.trajectory import Trajectory
 from gflow.hessian import extreme_eigenvalues
@@ -86,10 +87,13 @@ def solver_for(
         return lambda p0, key: gradient_descent(
             model.loss, p0, grid, observe, progress=progress, **options
         )
-    options = dict(solver=d.solver, rtol=d.rtol, atol=d.atol, dt0=d.dt0, max_steps=d.max_steps)
-    return lambda p0, key: gradient_flow(
-        model.loss, p0, grid, observe, progress=progress, **options
-    )
+    options = dict(solver=d.solver, rtol=d.rtol, atol=d.atol, max_steps=d.max_steps)
+    if d.reparam == "loss":
+        flow = loss_time_flow
+    else:
+        flow = log_time_flow if d.reparam == "log" else gradient_flow
+        options["dt0"] = d.dt0
+    return lambda p0, key: flow(model.loss, p0, grid, observe, progress=progress, **options)
 
 
 def init_batch(model: Model, seed: int, count: int):

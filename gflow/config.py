@@ -20,7 +20,7 @@ MODEL_NAMES = ("ufm-ce", "ufm-mse", "ulpm", "extended-ufm", "deep-linear", "wide
 CLASSIFIERS = ("learned", "fixed-etf")
 DYNAMICS_KINDS = ("flow", "gd", "sde")
 PRECISIONS = ("float32", "float64")
-REPARAMS = ("none",)
+REPARAMS = ("none", "log", "loss")
 SAVE_SPACINGS = ("log", "linear")
 HESSIAN_METHODS = ("none", "dense", "lanczos")
 
@@ -293,6 +293,16 @@ def validate(cfg: Config) -> None:
             )
     _at_least("dynamics.max_steps", d.max_steps, 1)
     _one_of("dynamics.reparam", d.reparam, REPARAMS)
+    if d.reparam != "none" and d.kind != "flow":
+        raise ConfigError(f'dynamics.reparam: {d.reparam!r} applies to kind = "flow" only')
+    if d.reparam == "loss":
+        if m.name != "ulpm" or m.wd_W > 0 or m.wd_H > 0:
+            raise ConfigError(
+                "dynamics.reparam: 'loss' (u = -log L) needs a loss that tends to 0: "
+                "the ulpm without weight decay; use 'log' otherwise"
+            )
+        if d.solver in FIXED_STEP_SOLVERS:
+            raise ConfigError("dynamics.solver: reparam 'loss' needs an adaptive solver")
     _one_of("dynamics.optimizer", d.optimizer, sorted(OPTIMIZERS))
     _positive("dynamics.lr", d.lr)
     _at_least("dynamics.steps", d.steps, 1)

@@ -83,7 +83,25 @@ def test_replace_revalidates():
         ({"dynamics": {"lr": -0.1}}, r"^dynamics\.lr: must be > 0"),
         ({"dynamics": {"saves": 1}}, r"^dynamics\.saves: must be >= 2"),
         ({"dynamics": {"solver": "euler"}}, r"^dynamics\.dt0: required by the fixed-step solver"),
-        ({"dynamics": {"reparam": "log"}}, r"^dynamics\.reparam: unknown value 'log'"),
+        (
+            {"dynamics": {"reparam": "sqrt"}},
+            r"^dynamics\.reparam: unknown value 'sqrt'; valid: none, log, loss",
+        ),
+        (
+            {"dynamics": {"reparam": "loss"}},
+            r"^dynamics\.reparam: 'loss' \(u = -log L\) needs a loss that tends to 0",
+        ),
+        (
+            {
+                "model": {"name": "ulpm"},
+                "dynamics": {"reparam": "loss", "solver": "euler", "dt0": 1.0},
+            },
+            r"^dynamics\.solver: reparam 'loss' needs an adaptive solver",
+        ),
+        (
+            {"dynamics": {"kind": "gd", "reparam": "log"}},
+            r"^dynamics\.reparam: 'log' applies to kind = \"flow\" only",
+        ),
         (
             {"dynamics": {"kind": "gd", "steps": 3, "saves": 10}},
             r"^dynamics\.saves: at most steps \+ 1 = 4 points for gd",

@@ -1,0 +1,72 @@
+"""Long horizons: the reparametrized flows follow the same gradient-flow path (checked against a
+tight plain-time reference at matching times) and take the ULPM normalized margin to within 1%
+of 1/(sqrt(n)(K-1)) in a few hundred steps."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gflow import simulation, theory
+from gflow.batch import init_batch, observer, run_batch, save_grid
+from gflow.config import DynamicsConfig
+from gflow.dynamics import gradient_flow
+from gflow.dynamics.longtime import log_time_flow, loss_time_flow
+from gflow.models import ulpm
+
+
+@pytest.fixture(scope="module")
+def small():
+    model = ulpm(3, 3, 2, dtype=jnp.float64)
+    return model, init_batch(model, seed=0, count=3)
+
+
+@pytest.mark.parametrize("flow", [log_time_flow, loss_time_flow], ids=["log", "loss"])
+def test_same_path_as_a_tight_plain_time_reference(small, flow):
+    model, params0 = small
+    ts = np.array([0.0, 0.5, 1.0, 10.0, 300.0, 1e4])
+    observe = observer(model)
+    reference = jax.vmap(
+        lambda p: gradient_flow(model.loss, p, ts, observe, rtol=1e-12, atol=1e-14)
+    )(params0)  # fmt: skip
+    traj = jax.vmap(lambda p: flow(model.loss, p, ts, observe, rtol=1e-10, atol=1e-12))(params0)
+    assert np.all(np.asarray(traj.status) == 0)
+    for name in ("W", "H"):  # the state at t1 itself (the loss flow stops there by an event)
+        np.testing.assert_allclose(traj.final[name], reference.final[name], rtol=1e-6, atol=1e-8)
+    # saved values at the same flow times (the loss flow interpolates between its steps)
+    tol = 1e-7 if flow is log_time_flow else 2e-3
+    for name in ("loss", "W_norm_sq", "normalized_margin"):
+        np.testing.assert_allclose(
+            traj.observed[name], reference.observed[name], rtol=tol, atol=1e-9
+        )
+
+
+def test_margin_within_one_percent_in_few_steps():
+    model = ulpm(4, 8, 5, dtype=jnp.float64)
+    dyn = DynamicsConfig(t1=1e60, rtol=1e-8, atol=1e-10, saves=13, reparam="loss")
+    traj = run_batch(model, dyn, init_batch(model, seed=0, count=6))
+    assert np.all(np.asarray(traj.status) == 0)
+    assert np.all(np.asarray(traj.num_steps) < 500)  # measured ~170
+    gamma_star = theory.ulpm_max_margin(4, 5)
+    margin = np.asarray(traj.observed["normalized_margin"])
+    times = save_grid(dyn)
+    assert np.all(margin <= gamma_star * (1 + 1e-9))
+    gap = (gamma_star - margin) / gamma_star
+    assert np.all(gap[:, times == 1e60] < 0.01)  # measured ~0.05%
+    late = times >= 1e10
+    assert np.all(np.diff(gap[:, late], axis=1) < 0)  # still closing, like 1/log t
+    assert np.all(np.asarray(traj.observed["loss"])[:, -1] < 1e-55)
+
+
+def test_reparam_through_the_pipeline():
+    cfg = {
+        "model": {"name": "ulpm", "classes": 3, "dim": 3, "per_class": 2},
+        "dynamics": {"t1": 1e30, "reparam": "loss", "saves": 8},
+        "init": {"count": 2},
+        "run": {"precision": "float64"},
+    }
+    ds = simulation.simulate(cfg)
+    assert list(ds.status.values) == ["ok", "ok"]
+    assert float(ds.time[-1]) == 1e30
+    gap = 1 - ds.normalized_margin.isel(time=-1) / ds.attrs["theory_normalized_margin"]
+    assert float(gap.max()) < 0.02
