@@ -92,7 +92,7 @@ def solver_for(
         flow = loss_time_flow
     else:
         flow = log_time_flow if d.reparam == "log" else gradient_flow
-        options["dt0"] = d.dt0
+        options.update(dt0=d.dt0, stop_grad_tol=d.stop_grad_tol)
     return lambda p0, key: flow(model.loss, p0, grid, observe, progress=progress, **options)
 
 

@@ -64,6 +64,7 @@ class DynamicsConfig:
     saves: int = 50
     save_spacing: str = "log"
     noise: float = 0.0  # sde: sigma in d theta = -grad L dt + sigma dW
+    stop_grad_tol: float | None = None  # flow: stop an init once ||grad L|| < this (an event)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,6 +296,12 @@ def validate(cfg: Config) -> None:
     _one_of("dynamics.reparam", d.reparam, REPARAMS)
     if d.reparam != "none" and d.kind != "flow":
         raise ConfigError(f'dynamics.reparam: {d.reparam!r} applies to kind = "flow" only')
+    if d.stop_grad_tol is not None:
+        _positive("dynamics.stop_grad_tol", d.stop_grad_tol)
+        if d.kind != "flow" or d.reparam == "loss":
+            raise ConfigError(
+                'dynamics.stop_grad_tol: applies to kind = "flow" with reparam none or log'
+            )
     if d.reparam == "loss":
         if m.name != "ulpm" or m.wd_W > 0 or m.wd_H > 0:
             raise ConfigError(

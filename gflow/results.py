@@ -96,6 +96,11 @@ def to_dataset(
         labels=(("sample",), np.asarray(model.labels)),
         status=(("init",), np.array([STATUS[s] for s in traj.status], dtype=object)),
         num_steps=(("init",), traj.num_steps.astype(np.int64)),
+        stop_time=(
+            ("init",),
+            np.asarray(traj.end_time, float),
+            {"long_name": "time of the final state (t1, or where the run stopped)"},
+        ),
     )
     time_name = "step" if cfg.dynamics.kind == "gd" else "flow time"  # sde: flow time too
     coords = {

@@ -104,4 +104,5 @@ def gradient_descent(
     final_loss = observed["loss"][-1]
     status = jnp.where((final_loss > observed["loss"][0]) | jnp.isinf(final_loss), DIVERGED, OK)
     status = mark_nan(status, final, observed["loss"])
-    return Trajectory(observed, final, status, jnp.asarray(int(save_steps[-1]), jnp.int32))
+    steps = jnp.asarray(int(save_steps[-1]), jnp.int32)
+    return Trajectory(observed, final, status, steps, steps)

@@ -16,6 +16,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 
 from gflow.dynamics.trajectory import FAILED, MAX_STEPS, OK, Trajectory, mark_nan
 
@@ -64,11 +65,17 @@ def integrate(
     max_steps: int,
     progress: bool,
     nan_probe: Callable,
+    stop_when: Callable | None = None,
+    flow_time: Callable = lambda s: s,
 ) -> Trajectory:
     """One diffrax solve over [0, save_ts[-1]] with ``observe`` reduced at ``save_ts``.
 
     ``nan_probe(y)`` is a pytree (e.g. the vector field at y) checked for non-finite values at
     the final state: a NaN vector field makes every step fail, so nothing may have been saved.
+    ``stop_when(y) -> scalar`` ends the solve (a diffrax ``Event``, its crossing located by a
+    Newton root find) where it changes sign; saves after the stop then hold the final
+    observation, and ``end_time`` the stop time.
+    ``flow_time`` maps the integration variable to flow time (for reparametrized clocks).
     """
     saveat = diffrax.SaveAt(
         subs=[
@@ -88,16 +95,42 @@ def integrate(
         max_steps=max_steps,
         throw=False,
         progress_meter=_progress_meter(progress),
+        event=None
+        if stop_when is None
+        else diffrax.Event(
+            lambda t, y, args, **kw: stop_when(y),
+            root_finder=optx.Newton(rtol=1e-10, atol=1e-12),
+        ),
     )
     observed, final = sol.ys
     final = jax.tree.map(lambda x: x[0], final)
+    end = sol.ts[1][0]
+    stopped = sol.result == diffrax.RESULTS.event_occurred
+    if stop_when is not None:
+        # an event fires on a sign change only: an init already past the tolerance at t0
+        # stops there (both are computed under vmap; the select keeps the right one)
+        at_start = stop_when(y0) <= 0
+        final = jax.tree.map(lambda a, b: jnp.where(at_start, a, b), y0, final)
+        end = jnp.where(at_start, jnp.zeros_like(end), end)
+        stopped = stopped | at_start
+        observed = jax.tree.map(
+            lambda v, e: jnp.where(stopped & (save_ts > end), e, v), observed, observe(final)
+        )
     status = jnp.where(
-        sol.result == diffrax.RESULTS.successful,
+        (sol.result == diffrax.RESULTS.successful) | stopped,
         OK,
         jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, FAILED),
     )
     status = mark_nan(status, (final, nan_probe(final)), observed["loss"])
-    return Trajectory(observed, final, status, sol.stats["num_accepted_steps"])
+    return Trajectory(observed, final, status, sol.stats["num_accepted_steps"], flow_time(end))
+
+
+def gradient_norm_below(grad: Callable, tol: float | None) -> Callable | None:
+    """``y -> ||grad(y)|| - tol`` (global 2-norm over the pytree): the event fires where it
+    turns negative. None without a tol."""
+    if tol is None:
+        return None
+    return lambda y: jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grad(y)))) - tol
 
 
 def state_dtype(params0):
@@ -118,8 +151,10 @@ def gradient_flow(
     dt0: float | None = None,
     max_steps: int = 20_000,
     progress: bool = False,
+    stop_grad_tol: float | None = None,
 ) -> Trajectory:
-    """Integrate -grad ``loss`` from ``params0`` over [0, save_ts[-1]].
+    """Integrate -grad ``loss`` from ``params0`` over [0, save_ts[-1]] (or until the gradient
+    norm falls below ``stop_grad_tol``).
 
     ``observe(params) -> dict of scalars`` is evaluated at each of ``save_ts`` (increasing, in
     [0, t1]). Returns observations of shape (T,), the state at t1 (or where the solve stopped),
@@ -143,4 +178,5 @@ def gradient_flow(
         max_steps=max_steps,
         progress=progress,
         nan_probe=grad,
+        stop_when=gradient_norm_below(grad, stop_grad_tol),
     )

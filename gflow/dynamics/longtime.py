@@ -34,6 +34,7 @@ from gflow.dynamics.flow import (
     SOLVERS,
     _progress_meter,
     gradient_flow,
+    gradient_norm_below,
     integrate,
     state_dtype,
 )
@@ -64,8 +65,10 @@ def log_time_flow(
     dt0: float | None = None,
     max_steps: int = 20_000,
     progress: bool = False,
+    stop_grad_tol: float | None = None,
 ) -> Trajectory:
-    """Gradient flow in s = log(1 + t): d theta/ds = e^s (-grad L); saves at the flow times."""
+    """Gradient flow in s = log(1 + t): d theta/ds = e^s (-grad L); saves at the flow times;
+    optionally stops once ||grad L|| < ``stop_grad_tol``."""
     dtype = state_dtype(params0)
     grad = jax.grad(loss)
     term = diffrax.ODETerm(lambda s, y, args: jax.tree.map(lambda g: -jnp.exp(s) * g, grad(y)))
@@ -80,6 +83,8 @@ def log_time_flow(
         max_steps=max_steps,
         progress=progress,
         nan_probe=grad,
+        stop_when=gradient_norm_below(grad, stop_grad_tol),
+        flow_time=jnp.expm1,
     )
 
 
@@ -180,4 +185,4 @@ def loss_time_flow(
     status = jnp.where(first.status == OK, status, first.status)
     status = mark_nan(status, (final, grad_log(final)), observed["loss"])
     steps = first.num_steps + sol.stats["num_accepted_steps"]
-    return Trajectory(observed, final, status, steps)
+    return Trajectory(observed, final, status, steps, jnp.exp(final_log_t))

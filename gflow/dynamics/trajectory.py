@@ -20,6 +20,7 @@ class Trajectory(NamedTuple):
     final: Any  # parameter pytree at the end
     status: Int[Array, ""]  # index into STATUS
     num_steps: Int[Array, ""]  # solver steps (flow) or optimizer steps (gd) taken
+    end_time: Float[Array, ""] | None = None  # flow time (or step) of ``final``: t1 unless stopped
 
 
 def all_finite(tree) -> jax.Array:
