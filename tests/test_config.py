@@ -98,6 +98,12 @@ def test_replace_revalidates():
             },
             r"^dynamics\.solver: reparam 'loss' needs an adaptive solver",
         ),
+        ({"dynamics": {"stop_grad_tol": 0.0}}, r"^dynamics\.stop_grad_tol: must be > 0, got 0"),
+        ({"dynamics": {"stop_grad_tol": -1e-6}}, r"^dynamics\.stop_grad_tol: must be > 0"),
+        (
+            {"dynamics": {"kind": "gd", "stop_grad_tol": 1e-6}},
+            r"^dynamics\.stop_grad_tol: applies to kind = \"flow\"",
+        ),
         (
             {"dynamics": {"kind": "gd", "reparam": "log"}},
             r"^dynamics\.reparam: 'log' applies to kind = \"flow\" only",
