@@ -167,6 +167,16 @@ def collapsed(ds: xr.Dataset, tol: float = 1e-3) -> xr.DataArray:
     )
 
 
+def escape_time(ds: xr.Dataset, factor: float = 1e4) -> xr.DataArray:
+    """Per init, the first saved time at which ||W||^2 + ||H||^2 has grown by ``factor`` over
+    its initial value (NaN if never): how long a run started near a saddle such as W = H = 0
+    takes to leave it."""
+    sq = ds.W_norm_sq + ds.H_norm_sq
+    grown = sq >= factor * sq.isel(time=0)
+    first = ds.time.where(grown).min("time")
+    return first.rename("escape_time")
+
+
 def summary(ds: xr.Dataset) -> str:
     """A text table of the final state across inits, against the closed form where there is one."""
     last = ds.isel(time=-1)
