@@ -83,15 +83,3 @@ def test_falls_along_the_ulpm_flow():
     assert np.all(np.diff(late, axis=1) < 0)
     assert np.all(late[:, -1] < 0.3)
     assert np.all(np.asarray(traj.observed["kkt_slackness"])[:, 4:] < 1e-2)
-
-
-def test_value_at_t_1e30_matches_the_reference_measurement():
-    """formulas.md measured about 0.02-0.03 at t = 1e30 for a small balanced problem; gflow
-    gives 0.025-0.030 here (K=3, n=4, d=6; the long-horizon clock u = -log L)."""
-    model = ulpm(3, 6, 4, dtype=jnp.float64)
-    dyn = DynamicsConfig(t1=1e30, rtol=1e-8, atol=1e-10, saves=7, reparam="loss")
-    traj = run_batch(model, dyn, init_batch(model, seed=0, count=4))
-    kkt = np.asarray(traj.observed["kkt_residual"])[:, -4:]  # t = 1e12, 1e18, 1e24, 1e30
-    assert np.all(np.asarray(traj.status) == 0)
-    assert np.all(np.diff(kkt, axis=1) < 0)
-    assert np.all((kkt[:, -1] > 0.015) & (kkt[:, -1] < 0.04))

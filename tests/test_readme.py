@@ -22,4 +22,4 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "x" / "results.nc").exists()
     assert abs(namespace["opt"].rho - 29.91511460643) < 1e-9
     assert namespace["traj"].observed["loss"].shape == (4,)
-    assert namespace["batch"].status.shape == (16,)
+    assert namespace["batch"].status.shape == (8,)
