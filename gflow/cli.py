@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (one line naming the field), 1 any other fail
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -82,8 +83,18 @@ def _plot(ds, out: Path) -> None:
         print(f"figure: {path}")
 
 
+def _configure_runtime() -> None:
+    """Before JAX and equinox load: make compiled solves cacheable across runs and cache them."""
+    os.environ.setdefault("EQX_ON_ERROR", "nan")
+    from gflow.simulation import enable_compilation_cache
+
+    enable_compilation_cache()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("demo", "run"):
+        _configure_runtime()
     from gflow.config import ConfigError
 
     try:

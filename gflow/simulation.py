@@ -7,6 +7,7 @@ anything compiles.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -33,6 +34,25 @@ def as_config(cfg: Config | str | Path | Mapping[str, Any]) -> Config:
     if isinstance(cfg, str | Path):
         return config_mod.load(cfg)
     return config_mod.from_dict(cfg)
+
+
+def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
+    """Keep compiled solves on disk (JAX's persistent compilation cache), so that running the
+    same configuration again skips XLA compilation. ``path`` defaults to $GFLOW_CACHE_DIR or
+    ~/.cache/gflow/jax; "off" disables. Returns the folder used, or None.
+
+    Solves are only cacheable without host callbacks: equinox's runtime checks insert one
+    unless EQX_ON_ERROR=nan is set before equinox is imported (the ``gflow`` command does so;
+    solver failures then still surface as the per-init status).
+    """
+    path = os.environ.get("GFLOW_CACHE_DIR") if path is None else path
+    if path is None:
+        path = Path.home() / ".cache" / "gflow" / "jax"
+    if str(path).lower() in ("off", "none", "0", ""):
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return Path(path)
 
 
 def set_precision(precision: str) -> jnp.dtype:

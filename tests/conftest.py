@@ -1,8 +1,12 @@
 """Test set-up: float64 on from the start (before any array exists), shared helpers."""
 
+import os
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
+# hermetic runs: the CLI's persistent compilation cache stays off unless a test turns it on
+os.environ["GFLOW_CACHE_DIR"] = "off"
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

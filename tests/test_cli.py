@@ -209,3 +209,27 @@ def test_nan_inits_are_marked_and_the_others_finish(tmp_path):
     assert list(ds.status.values) == ["ok", "ok", "nan", "ok"]
     ok = ds.isel(init=[0, 1, 3]).isel(time=-1)
     assert np.all(np.isfinite(ok.loss)) and float(ok.nc1.max()) < 1e-4
+
+
+def test_compiled_solve_is_cached_across_processes(tmp_path):
+    """`gflow run` keeps its compiled solve in GFLOW_CACHE_DIR; a second process reuses it and
+    gives bit-identical results."""
+    import os
+
+    cache = tmp_path / "cache"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL.format(out=tmp_path / "o"))
+    env = {**os.environ, "GFLOW_CACHE_DIR": str(cache)}
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"o{k}"
+        proc = subprocess.run(
+            [gflow_exe(), "run", str(cfg), "--quiet", "--no-plots", "--out", str(out)],
+            capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        outs.append(xr.open_dataset(out / "results.nc"))
+        if k == 0:
+            entries = list(cache.iterdir())
+            assert entries and max(p.stat().st_size for p in entries) > 100_000  # the solve
+    np.testing.assert_array_equal(outs[0].W.values, outs[1].W.values)
