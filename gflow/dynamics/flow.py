@@ -139,6 +139,13 @@ def state_dtype(params0):
     return jnp.result_type(*jax.tree.leaves(params0))
 
 
+def step_controller(solver: str, rtol: float, atol: float) -> diffrax.AbstractStepSizeController:
+    """PID control for adaptive solvers, constant steps for fixed-step ones."""
+    if solver in FIXED_STEP_SOLVERS:
+        return diffrax.ConstantStepSize()
+    return diffrax.PIDController(rtol=rtol, atol=atol)
+
+
 def gradient_flow(
     loss: Callable,
     params0,
@@ -152,31 +159,35 @@ def gradient_flow(
     max_steps: int = 20_000,
     progress: bool = False,
     stop_grad_tol: float | None = None,
+    clock: str = "plain",
 ) -> Trajectory:
     """Integrate -grad ``loss`` from ``params0`` over [0, save_ts[-1]] (or until the gradient
     norm falls below ``stop_grad_tol``).
 
     ``observe(params) -> dict of scalars`` is evaluated at each of ``save_ts`` (increasing, in
     [0, t1]). Returns observations of shape (T,), the state at t1 (or where the solve stopped),
-    the status and the number of accepted solver steps.
+    the status and the number of accepted solver steps. ``clock="log"`` integrates the same path
+    in s = log(1 + t), d theta/ds = e^s (-grad L), for long horizons (``dt0`` is then in s).
     """
     dtype = state_dtype(params0)
     grad = jax.grad(loss)
-    term = diffrax.ODETerm(lambda t, y, args: jax.tree.map(jnp.negative, grad(y)))
-    if solver in FIXED_STEP_SOLVERS:
-        controller = diffrax.ConstantStepSize()
+    if clock == "log":
+        field = lambda s, y, args: jax.tree.map(lambda g: -jnp.exp(s) * g, grad(y))  # noqa: E731
+        solver_times, flow_time = np.log1p(np.asarray(save_ts, float)), jnp.expm1
     else:
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        field = lambda t, y, args: jax.tree.map(jnp.negative, grad(y))  # noqa: E731
+        solver_times, flow_time = save_ts, lambda t: t
     return integrate(
-        term,
+        diffrax.ODETerm(field),
         SOLVERS[solver](),
         params0,
-        jnp.asarray(save_ts, dtype),
+        jnp.asarray(solver_times, dtype),
         observe,
-        controller=controller,
+        controller=step_controller(solver, rtol, atol),
         dt0=None if dt0 is None else jnp.asarray(dt0, dtype),
         max_steps=max_steps,
         progress=progress,
         nan_probe=grad,
         stop_when=gradient_norm_below(grad, stop_grad_tol),
+        flow_time=flow_time,
     )

@@ -30,13 +30,11 @@ import numpy as np
 import optimistix as optx
 
 from gflow.dynamics.flow import (
-    FIXED_STEP_SOLVERS,
     SOLVERS,
     _progress_meter,
     gradient_flow,
-    gradient_norm_below,
-    integrate,
     state_dtype,
+    step_controller,
 )
 from gflow.dynamics.trajectory import FAILED, MAX_STEPS, OK, Trajectory, mark_nan
 
@@ -47,45 +45,10 @@ def _tree_dot(a, b):
     return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
-def _controller(solver, rtol, atol):
-    if solver in FIXED_STEP_SOLVERS:
-        return diffrax.ConstantStepSize()
-    return diffrax.PIDController(rtol=rtol, atol=atol)
-
-
-def log_time_flow(
-    loss: Callable,
-    params0,
-    save_ts: np.ndarray,
-    observe: Callable,
-    *,
-    solver: str = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    dt0: float | None = None,
-    max_steps: int = 20_000,
-    progress: bool = False,
-    stop_grad_tol: float | None = None,
-) -> Trajectory:
-    """Gradient flow in s = log(1 + t): d theta/ds = e^s (-grad L); saves at the flow times;
-    optionally stops once ||grad L|| < ``stop_grad_tol``."""
-    dtype = state_dtype(params0)
-    grad = jax.grad(loss)
-    term = diffrax.ODETerm(lambda s, y, args: jax.tree.map(lambda g: -jnp.exp(s) * g, grad(y)))
-    return integrate(
-        term,
-        SOLVERS[solver](),
-        params0,
-        jnp.asarray(np.log1p(np.asarray(save_ts, float)), dtype),
-        observe,
-        controller=_controller(solver, rtol, atol),
-        dt0=None if dt0 is None else jnp.asarray(dt0, dtype),
-        max_steps=max_steps,
-        progress=progress,
-        nan_probe=grad,
-        stop_when=gradient_norm_below(grad, stop_grad_tol),
-        flow_time=jnp.expm1,
-    )
+def log_time_flow(loss: Callable, params0, save_ts: np.ndarray, observe: Callable, **options):
+    """Gradient flow in s = log(1 + t): d theta/ds = e^s (-grad L), saving at the flow times
+    ``save_ts``; the options of :func:`gflow.dynamics.gradient_flow`."""
+    return gradient_flow(loss, params0, save_ts, observe, clock="log", **options)
 
 
 def loss_time_flow(
@@ -144,7 +107,7 @@ def loss_time_flow(
         dt0=None,
         y0=(first.final, log_t0),
         saveat=saveat,
-        stepsize_controller=_controller(solver, rtol, atol),
+        stepsize_controller=step_controller(solver, rtol, atol),
         event=event,
         max_steps=max_steps,
         throw=False,
