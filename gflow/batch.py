@@ -78,7 +78,9 @@ def solver_for(
     observe = observer(model) if observe is None else observe
     d = dynamics
     if d.kind == "sde":
-        options = dict(noise=d.noise, dt0=d.dt0, solver=d.solver, max_steps=d.max_steps)
+        options = dict(
+            noise=d.noise, dt0=d.dt0, solver=d.solver, max_steps=d.max_steps, drift=model.drift
+        )
         return lambda p0, key: noisy_gradient_flow(
             model.loss, p0, grid, observe, key, progress=progress, **options
         )
@@ -92,7 +94,7 @@ def solver_for(
         flow = loss_time_flow
     else:
         flow = log_time_flow if d.reparam == "log" else gradient_flow
-        options.update(dt0=d.dt0, stop_grad_tol=d.stop_grad_tol)
+        options.update(dt0=d.dt0, stop_grad_tol=d.stop_grad_tol, drift=model.drift)
     return lambda p0, key: flow(model.loss, p0, grid, observe, progress=progress, **options)
 
 

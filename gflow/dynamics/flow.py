@@ -1,4 +1,5 @@
-"""Gradient flow d theta/dt = -grad L(theta) as a diffrax ODE, for any loss and any solver.
+"""Gradient flow d theta/dt = -grad L(theta) as a diffrax ODE, for any loss and any solver (or the
+flow of a model's own ``drift`` where it is not a gradient system).
 
 Adaptive solvers run under a ``PIDController`` (rtol, atol); fixed-step ones take ``dt0``. Loss and
 metrics are reduced at the saved times through ``SubSaveAt(fn=...)`` so no trajectory of full
@@ -125,12 +126,20 @@ def integrate(
     return Trajectory(observed, final, status, sol.stats["num_accepted_steps"], flow_time(end))
 
 
-def gradient_norm_below(grad: Callable, tol: float | None) -> Callable | None:
-    """``y -> ||grad(y)|| - tol`` (global 2-norm over the pytree): the event fires where it
-    turns negative. None without a tol."""
+def velocity(loss: Callable, drift: Callable | None = None) -> Callable:
+    """theta -> d theta/dt: ``drift(theta)`` when given, else -grad L(theta)."""
+    if drift is not None:
+        return drift
+    grad = jax.grad(loss)
+    return lambda y: jax.tree.map(jnp.negative, grad(y))
+
+
+def gradient_norm_below(field: Callable, tol: float | None) -> Callable | None:
+    """``y -> ||field(y)|| - tol`` (global 2-norm over the pytree, e.g. of the gradient): the
+    event fires where it turns negative. None without a tol."""
     if tol is None:
         return None
-    return lambda y: jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grad(y)))) - tol
+    return lambda y: jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(field(y)))) - tol
 
 
 def state_dtype(params0):
@@ -160,9 +169,10 @@ def gradient_flow(
     progress: bool = False,
     stop_grad_tol: float | None = None,
     clock: str = "plain",
+    drift: Callable | None = None,
 ) -> Trajectory:
-    """Integrate -grad ``loss`` from ``params0`` over [0, save_ts[-1]] (or until the gradient
-    norm falls below ``stop_grad_tol``).
+    """Integrate -grad ``loss`` (or ``drift``, if given) from ``params0`` over [0, save_ts[-1]]
+    (or until the norm of that vector field falls below ``stop_grad_tol``).
 
     ``observe(params) -> dict of scalars`` is evaluated at each of ``save_ts`` (increasing, in
     [0, t1]). Returns observations of shape (T,), the state at t1 (or where the solve stopped),
@@ -170,12 +180,12 @@ def gradient_flow(
     in s = log(1 + t), d theta/ds = e^s (-grad L), for long horizons (``dt0`` is then in s).
     """
     dtype = state_dtype(params0)
-    grad = jax.grad(loss)
+    move = velocity(loss, drift)
     if clock == "log":
-        field = lambda s, y, args: jax.tree.map(lambda g: -jnp.exp(s) * g, grad(y))  # noqa: E731
+        field = lambda s, y, args: jax.tree.map(lambda v: jnp.exp(s) * v, move(y))  # noqa: E731
         solver_times, flow_time = np.log1p(np.asarray(save_ts, float)), jnp.expm1
     else:
-        field = lambda t, y, args: jax.tree.map(jnp.negative, grad(y))  # noqa: E731
+        field = lambda t, y, args: move(y)  # noqa: E731
         solver_times, flow_time = save_ts, lambda t: t
     return integrate(
         diffrax.ODETerm(field),
@@ -187,7 +197,7 @@ def gradient_flow(
         dt0=None if dt0 is None else jnp.asarray(dt0, dtype),
         max_steps=max_steps,
         progress=progress,
-        nan_probe=grad,
-        stop_when=gradient_norm_below(grad, stop_grad_tol),
+        nan_probe=move,
+        stop_when=gradient_norm_below(move, stop_grad_tol),
         flow_time=flow_time,
     )

@@ -1,6 +1,6 @@
 """Noisy gradient flow, an SDE with its own Brownian path per initialization:
 
-    d theta = -grad L(theta) dt + sigma dW_t,
+    d theta = -grad L(theta) dt + sigma dW_t    (or drift(theta) dt + sigma dW_t),
 
 additive noise of size ``noise`` = sigma on every parameter (the continuous-time picture of
 SGD noise). The parameter pytree is flattened to one vector so that the diffusion is a diagonal
@@ -20,7 +20,7 @@ import lineax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from gflow.dynamics.flow import integrate, state_dtype
+from gflow.dynamics.flow import integrate, state_dtype, velocity
 from gflow.dynamics.trajectory import Trajectory
 
 SDE_SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
@@ -41,12 +41,15 @@ def noisy_gradient_flow(
     solver: str = "euler",
     max_steps: int = 100_000,
     progress: bool = False,
+    drift: Callable | None = None,
 ) -> Trajectory:
-    """Solve the SDE from ``params0`` over [0, save_ts[-1]] with fixed steps ``dt0``."""
+    """Solve the SDE from ``params0`` over [0, save_ts[-1]] with fixed steps ``dt0``; the drift
+    is -grad ``loss`` unless ``drift`` is given."""
     dtype = state_dtype(params0)
     flat0, unravel = ravel_pytree(params0)
     save_ts = jnp.asarray(save_ts, dtype)
-    grad = jax.grad(lambda flat: loss(unravel(flat)))
+    move = velocity(loss, drift)
+    flat_move = lambda flat: ravel_pytree(move(unravel(flat)))[0]  # noqa: E731
     brownian = diffrax.VirtualBrownianTree(
         jnp.zeros((), dtype),
         save_ts[-1],
@@ -56,7 +59,7 @@ def noisy_gradient_flow(
     )
     diagonal = jnp.full(flat0.shape, noise, dtype)
     terms = diffrax.MultiTerm(
-        diffrax.ODETerm(lambda t, y, args: -grad(y)),
+        diffrax.ODETerm(lambda t, y, args: flat_move(y)),
         diffrax.ControlTerm(lambda t, y, args: lineax.DiagonalLinearOperator(diagonal), brownian),
     )
     traj = integrate(
@@ -69,6 +72,6 @@ def noisy_gradient_flow(
         dt0=jnp.asarray(dt0, dtype),
         max_steps=max_steps,
         progress=progress,
-        nan_probe=grad,
+        nan_probe=flat_move,
     )
     return traj._replace(final=unravel(traj.final))

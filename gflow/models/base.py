@@ -6,9 +6,11 @@ A model is a NamedTuple of pure functions closed over its hyperparameters:
 - ``loss(params) -> scalar``: the objective whose negative gradient is the flow;
 - ``readout(params) -> Readout``: the (W, H, b, labels) view that the NC metrics read;
 - ``observables(params) -> dict`` (optional): extra scalars a model reports along the
-  trajectory beside the standard metrics (e.g. pre-ReLU NC metrics, balancedness of layers).
+  trajectory beside the standard metrics (e.g. pre-ReLU NC metrics, balancedness of layers);
+- ``drift(params) -> params`` (optional): the model's own vector field, for dynamics that are
+  not a gradient flow (the locally elastic LE-ODE/LE-SDE); absent, the field is -grad loss.
 
-All of them jit, grad and vmap. The dynamics only ever see ``loss``.
+All of them jit, grad and vmap. The dynamics only ever see ``loss`` and ``drift``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Model(NamedTuple):
     dim: int  # feature dimension of the readout's H
     bias: bool
     observables: Callable[[Params], dict[str, Float[Array, ""]]] | None = None
+    drift: Callable[[Params], Params] | None = None
 
     @property
     def num_classes(self) -> int:
