@@ -16,7 +16,10 @@ from typing import Any
 
 import tomllib
 
-MODEL_NAMES = ("ufm-ce", "ufm-mse", "ulpm", "extended-ufm", "deep-linear", "wide-net")
+MODEL_NAMES = (
+    "ufm-ce", "ufm-mse", "ulpm", "extended-ufm", "deep-linear", "wide-net", "le-ode", "le-sde",
+)  # fmt: skip
+ELASTIC_MODELS = ("le-ode", "le-sde")
 CLASSIFIERS = ("learned", "fixed-etf")
 DYNAMICS_KINDS = ("flow", "gd", "sde")
 PRECISIONS = ("float32", "float64")
@@ -46,6 +49,9 @@ class ModelConfig:
     depth: int = 3  # deep-linear / wide-net: number L >= 2 of final linear layers
     width: int = 128  # wide-net: width of the ReLU layer and of the linear layers
     dataset: str = "digits"  # wide-net: a data set that ships with scikit-learn
+    alpha: float = 1.0  # le-ode / le-sde: intra-class impact (diagonal of the elasticity E)
+    beta: float = 0.5  # le-ode / le-sde: inter-class impact (off the diagonal of E)
+    init_margin: float = 1.0  # le-ode / le-sde: mean margin of every class at t = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +118,14 @@ _MODEL_DEFAULTS = {
     "extended-ufm": {"wd_b": 0.0, "bias": False},
     "deep-linear": {"wd_b": 0.0, "bias": False},
     "wide-net": {"wd_b": 0.0, "bias": False, "wd_W": 1e-3, "depth": 2},
+    **{name: {"wd_W": 0.0, "wd_H": 0.0, "wd_b": 0.0, "bias": False} for name in ELASTIC_MODELS},
 }
 
+# the LE models grow exponentially: a short horizon; the LE-SDE is an SDE
+_DYNAMICS_DEFAULTS_BY_MODEL = {
+    "le-ode": {"t1": 40.0},
+    "le-sde": {"kind": "sde", "t1": 40.0, "dt0": 0.01, "noise": 0.1},
+}
 _DYNAMICS_DEFAULTS = {"sde": {"solver": "euler"}}
 
 _SECTIONS = {"model": ModelConfig, "dynamics": DynamicsConfig, "init": InitConfig, "run": RunConfig}
@@ -167,10 +179,17 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
             raise ConfigError(f"{section}: must be a table ([{section}])")
         fields = {_toml_key(section, f.name): f for f in dataclasses.fields(cls)}
         kwargs = {}
+        model_name = (
+            raw.get("model", {}).get("name") if isinstance(raw.get("model"), Mapping) else None
+        )
         if section == "model":
             kwargs.update(_MODEL_DEFAULTS.get(values.get("name"), {}))
+            if values.get("name") in ELASTIC_MODELS:
+                kwargs["dim"] = values.get("classes", ModelConfig.classes)  # features = logits
         if section == "dynamics":
-            kwargs.update(_DYNAMICS_DEFAULTS.get(values.get("kind"), {}))
+            kwargs.update(_DYNAMICS_DEFAULTS_BY_MODEL.get(model_name, {}))
+            kind = values.get("kind", kwargs.get("kind"))
+            kwargs.update(_DYNAMICS_DEFAULTS.get(kind, {}))
         for key, value in values.items():
             if key not in fields:
                 raise ConfigError(f"{section}.{key}: unknown key; valid: {', '.join(fields)}")
@@ -251,7 +270,7 @@ def validate(cfg: Config) -> None:
         _at_least("model.per_class", m.per_class, 1)
     for name in ("wd_W", "wd_H", "wd_b"):
         _at_least(f"model.{name}", getattr(m, name), 0.0)
-    if m.name in ("ulpm", "extended-ufm", "deep-linear", "wide-net") and m.bias:
+    if m.name in ("ulpm", "extended-ufm", "deep-linear", "wide-net", *ELASTIC_MODELS) and m.bias:
         raise ConfigError(f"model.bias: {m.name} has no bias; set bias = false")
     _at_least("model.hidden", m.hidden, 1)
     _at_least("model.wd_W1", m.wd_W1, 0.0)
@@ -272,6 +291,8 @@ def validate(cfg: Config) -> None:
                 f"{m.classes - 1}, got {m.dim}"
             )
 
+    if m.name in ELASTIC_MODELS:
+        _check_elastic(m, d, r)
     _one_of("dynamics.kind", d.kind, DYNAMICS_KINDS)
     _one_of("dynamics.solver", d.solver, sorted(SOLVERS))
     _positive("dynamics.t1", d.t1)
@@ -331,6 +352,24 @@ def validate(cfg: Config) -> None:
     _at_least("run.hessian_iters", r.hessian_iters, 2)
     if not r.out:
         raise ConfigError("run.out: must be a folder path, got an empty string")
+
+
+def _check_elastic(m: ModelConfig, d: DynamicsConfig, r: RunConfig) -> None:
+    """LE-ODE / LE-SDE: impacts, feature dimension, and dynamics that follow a drift."""
+    _positive("model.alpha", m.alpha)
+    _at_least("model.beta", m.beta, 0.0)
+    if m.dim != m.classes:
+        raise ConfigError(
+            f"model.dim: {m.name} features are the K logits, so dim must equal classes "
+            f"({m.classes}), got {m.dim}"
+        )
+    kind = "sde" if m.name == "le-sde" else "flow"
+    if d.kind != kind:
+        raise ConfigError(f'dynamics.kind: {m.name} needs kind = "{kind}", got {d.kind!r}')
+    if d.reparam != "none":
+        raise ConfigError(f"dynamics.reparam: {m.name} is not a gradient flow; use 'none'")
+    if r.hessian != "none":
+        raise ConfigError(f"run.hessian: {m.name} has no loss Hessian to follow; use 'none'")
 
 
 def _check_dataset(m: ModelConfig) -> None:

@@ -29,19 +29,21 @@ _MEDIAN = "#1f4e79"
 _THEORY = "#c0392b"
 
 
-def _band(ax, time, values, label=None, logy=True):
+def _band(ax, time, values, label=None, logy=True, logx=True, color=_MEDIAN):
     """Median across inits with the 10-90% quantile band; values (init, time)."""
     values = np.asarray(values, float)
-    keep = time > 0
+    keep = time > 0 if logx else np.ones_like(time, bool)
     t, v = time[keep], values[:, keep]
     if logy:
         v = np.where(v > 0, v, np.nan)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (e.g. NC4 = 0)
         lo, med, hi = np.nanquantile(v, [0.1, 0.5, 0.9], axis=0)
-    ax.fill_between(t, lo, hi, color=_MEDIAN, alpha=0.2, lw=0, label="10-90% of inits")
-    ax.plot(t, med, color=_MEDIAN, lw=1.6, label=label or "median")
-    ax.set_xscale("log")
+    band_label = "10-90% of inits" if label is None else None
+    ax.fill_between(t, lo, hi, color=color, alpha=0.2, lw=0, label=band_label)
+    ax.plot(t, med, color=color, lw=1.6, label=label or "median")
+    if logx:
+        ax.set_xscale("log")
     if logy and np.any(np.isfinite(med)):
         ax.set_yscale("log")
 
@@ -134,15 +136,42 @@ def plot_margin(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
+def plot_elastic(ds: xr.Dataset) -> plt.Figure:
+    """LE-ODE/LE-SDE: class-averaged margin m(t)/m(0) against the law exp((alpha - beta) t/K),
+    and within- vs between-class variance (NC1's numerator and denominator), on linear time."""
+    time = ds.time.values.astype(float)
+    rate = ds.attrs["theory_margin_rate"]
+    with plt.rc_context(_STYLE):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(8.6, 3.4), layout="constrained")
+        _band(left, time, ds.mean_margin / ds.mean_margin.isel(time=0), logy=False, logx=False)
+        left.plot(time, np.exp(rate * time), color=_THEORY, ls="--", lw=1.2,
+                  label=rf"$e^{{(\alpha-\beta)t/K}}$, rate {rate:.3g}")  # fmt: skip
+        left.set_yscale("log")
+        left.set_ylabel(r"mean margin $m(t)/m(0)$")
+        left.set_title("class-averaged margin")
+        left.legend(frameon=False, fontsize=8)
+        _band(right, time, ds.between_variance, label="between classes (median)", logx=False)
+        _band(right, time, ds.within_variance, label="within classes (median)", logx=False,
+              color=_THEORY)  # fmt: skip
+        right.set_ylabel("mean squared deviation (bands: 10-90% of inits)")
+        right.set_title("feature variance")
+        right.legend(frameon=False, fontsize=8)
+        for ax in (left, right):
+            ax.set_xlabel(ds.time.attrs.get("long_name", "time"))
+    return fig
+
+
 def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
     """Write trajectories.{png,pdf} and gram.{png,pdf} into ``out`` (and margin.{png,pdf} when
-    the results carry a KKT residual); returns the paths."""
+    the results carry a KKT residual, elastic.{png,pdf} for LE-ODE/SDE runs); returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     figures = [("trajectories", plot_trajectories(ds)), ("gram", plot_gram(ds))]
     if "kkt_residual" in ds:
         figures.append(("margin", plot_margin(ds)))
+    if "theory_margin_rate" in ds.attrs:
+        figures.append(("elastic", plot_elastic(ds)))
     for name, fig in figures:
         for ext in ("png", "pdf"):
             path = out / f"{name}.{ext}"

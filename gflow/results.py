@@ -48,6 +48,8 @@ def theory_attrs(model: Model, cfg: Config) -> dict[str, float | int]:
     if len(set(model.counts)) != 1:
         return {}
     n, K = model.counts[0], m.classes
+    if m.name in ("le-ode", "le-sde"):
+        return {"theory_margin_rate": theory.le_margin_rate(K, m.alpha, m.beta)}
     if m.name == "ulpm" and m.wd_W == 0 and m.wd_H == 0:
         return {"theory_normalized_margin": theory.ulpm_max_margin(K, n)}
     if (
@@ -194,7 +196,15 @@ def summary(ds: xr.Dataset) -> str:
         add("||H||_F^2", last.H_norm_sq, ds.attrs["theory_H_norm_sq"])
     if "theory_normalized_margin" in ds.attrs:
         add("normalized margin", last.normalized_margin, ds.attrs["theory_normalized_margin"])
-    for name in ("nc1", "nc2", "nc3", "nc4"):
+    if "theory_margin_rate" in ds.attrs:  # LE-ODE/SDE: m(t) = m(0) exp(rate t); logits, no W
+        law = ds.mean_margin.isel(time=0) * np.exp(ds.attrs["theory_margin_rate"] * last.time)
+        add("mean margin / m(0)e^(rate t)", last.mean_margin / law, 1.0)
+        add("NC1", last.nc1)
+        add("NC2 (class means)", last.nc2_features)
+        names = ()
+    else:
+        names = ("nc1", "nc2", "nc3", "nc4")
+    for name in names:
         add(name.upper(), last[name], 0.0 if "theory_W_norm_sq" in ds.attrs else None)
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, width, strict=True)) for r in rows]
@@ -205,7 +215,8 @@ def summary(ds: xr.Dataset) -> str:
         f"inits: {ds.sizes['init']}  status: "
         + ", ".join(f"{s} {c}" for s, c in zip(status, counts, strict=True))
     )
-    lines.append(f"collapsed (NC1-3 < 1e-3, NC4 = 0): {float(collapsed(ds).mean()):.0%}")
+    if "theory_margin_rate" not in ds.attrs:
+        lines.append(f"collapsed (NC1-3 < 1e-3, NC4 = 0): {float(collapsed(ds).mean()):.0%}")
     lines.append(
         f"compile {ds.attrs['compile_seconds']:.2f} s, run {ds.attrs['run_seconds']:.2f} s "
         f"on {ds.attrs['device']}, {ds.attrs['precision']}"

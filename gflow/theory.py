@@ -148,3 +148,15 @@ def ufm_ce_fixed_etf_optimum(
     x = t * a * K / (K - 1)
     loss = math.log1p((K - 1) * math.exp(-x)) + 0.5 * wd_H * N * a * t**2
     return FixedETFOptimum(t, N * a * t**2, loss)
+
+
+def le_margin_rate(classes: int, alpha: float, beta: float) -> float:
+    """Growth rate (alpha - beta)/K of the class-averaged mean margin of the LE-ODE (balanced
+    classes): m(t) = m(0) exp(rate t) exactly. Positive iff alpha > beta: the transition."""
+    return (alpha - beta) / classes
+
+
+def le_contrast_rate(classes: int, alpha: float, beta: float) -> float:
+    """Growth rate (alpha + beta/(K-1))/K of the LE-ODE's class contrasts (per-class mean margins
+    orthogonal to their average); above :func:`le_margin_rate` whenever beta > 0."""
+    return (alpha + beta / (classes - 1)) / classes

@@ -62,6 +62,32 @@ def test_replace_revalidates():
             r"^dynamics\.max_steps: t1/dt0 = 1000000 steps exceed it",
         ),
         ({"model": {"classes": 1}}, r"^model\.classes: must be >= 2, got 1"),
+        ({"model": {"name": "le-ode", "alpha": 0.0}}, r"^model\.alpha: must be > 0, got 0"),
+        ({"model": {"name": "le-ode", "beta": -0.5}}, r"^model\.beta: must be >= 0, got -0\.5"),
+        (
+            {"model": {"name": "le-ode", "classes": 4, "dim": 8}},
+            r"^model\.dim: le-ode features are the K logits, so dim must equal classes \(4\)",
+        ),
+        (
+            {"model": {"name": "le-ode"}, "dynamics": {"kind": "gd"}},
+            r"^dynamics\.kind: le-ode needs kind = \"flow\", got 'gd'",
+        ),
+        (
+            {"model": {"name": "le-sde"}, "dynamics": {"kind": "flow"}},
+            r"^dynamics\.kind: le-sde needs kind = \"sde\"",
+        ),
+        (
+            {"model": {"name": "le-sde"}, "dynamics": {"noise": -1.0}},
+            r"^dynamics\.noise: must be >= 0",
+        ),
+        (
+            {"model": {"name": "le-ode"}, "dynamics": {"reparam": "log"}},
+            r"^dynamics\.reparam: le-ode is not a gradient flow",
+        ),
+        (
+            {"model": {"name": "le-ode"}, "run": {"hessian": "dense"}},
+            r"^run\.hessian: le-ode has no loss Hessian",
+        ),
         ({"model": {"dim": 0}}, r"^model\.dim: must be >= 1, got 0"),
         ({"model": {"per_class": 0}}, r"^model\.per_class: must be >= 1, got 0"),
         (

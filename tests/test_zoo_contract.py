@@ -15,11 +15,19 @@ TINY = {
     "extended-ufm": {"classes": 3, "dim": 3, "per_class": 2, "hidden": 5},
     "deep-linear": {"classes": 3, "dim": 4, "per_class": 2, "depth": 2},
     "wide-net": {"classes": 3, "per_class": 3, "width": 6, "depth": 2},
+    "le-ode": {"classes": 3, "per_class": 2},
+    "le-sde": {"classes": 3, "per_class": 2},
+}
+DYNAMICS = {  # the LE models follow a drift: an ODE and an SDE instead of gd
+    "le-ode": {"kind": "flow", "t1": 2.0, "saves": 4},
+    "le-sde": {"kind": "sde", "t1": 1.0, "dt0": 0.01, "noise": 0.01, "saves": 4},
 }
 EXTRA = {
     "extended-ufm": ("nc1_pre", "nc2_pre", "nc1_free"),
     "deep-linear": ("balancedness", "condition_number", "train_error", "train_mse"),
     "wide-net": ("balancedness", "condition_number", "train_error", "train_mse"),
+    "le-ode": ("mean_margin", "within_variance", "between_variance"),
+    "le-sde": ("mean_margin", "within_variance", "between_variance"),
 }
 
 
@@ -31,7 +39,7 @@ def test_every_model_name_is_covered():
 def test_model_runs_through_the_pipeline(name, tmp_path):
     cfg = {
         "model": {"name": name, **TINY[name]},
-        "dynamics": {"kind": "gd", "lr": 0.05, "steps": 50, "saves": 4},
+        "dynamics": DYNAMICS.get(name, {"kind": "gd", "lr": 0.05, "steps": 50, "saves": 4}),
         "init": {"count": 2, "scale": 0.5},
         "run": {"out": str(tmp_path)},
     }
@@ -44,4 +52,5 @@ def test_model_runs_through_the_pipeline(name, tmp_path):
         assert np.all(np.isfinite(ds[var].values)), var
     assert ds.W.dims == ("init", "class", "feature") and ds.H.dims == ("init", "sample", "feature")
     assert ds.sizes["class"] == TINY[name]["classes"]
-    assert np.all(np.diff(ds.loss.values, axis=1) < 0)  # a small GD step lowers every loss
+    # a small GD step lowers every loss; the LE drift (alpha > beta) raises every margin
+    assert np.all(np.diff(ds.loss.values, axis=1) < 0)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from gflow.config import ModelConfig
 from gflow.models.base import Model, Readout, class_labels, cross_entropy
+from gflow.models.elastic import le_ode, le_sde, locally_elastic
 from gflow.models.extended import extended_ufm
 from gflow.models.networks import deep_linear, wide_net
 from gflow.models.ufm import ufm, ufm_ce, ufm_mse
@@ -35,6 +36,11 @@ def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) ->
         return wide_net(
             **common, width=cfg.width, depth=cfg.depth, wd_W=cfg.wd_W, dataset=cfg.dataset
         )
+    if cfg.name in ("le-ode", "le-sde"):
+        return locally_elastic(
+            cfg.classes, cfg.per_class, alpha=cfg.alpha, beta=cfg.beta,
+            init_margin=cfg.init_margin, init_scale=init_scale, dtype=dtype, name=cfg.name,
+        )  # fmt: skip
     if cfg.name == "ulpm":
         return ulpm(**common, wd_W=cfg.wd_W, wd_H=cfg.wd_H)
     raise ValueError(f"model.name: unknown model {cfg.name!r}")
@@ -49,6 +55,9 @@ __all__ = [
     "wide_net",
     "extended_ufm",
     "from_config",
+    "le_ode",
+    "le_sde",
+    "locally_elastic",
     "ufm",
     "ufm_ce",
     "ufm_mse",

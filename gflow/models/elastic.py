@@ -1,0 +1,125 @@
+"""Locally elastic feature dynamics, LE-ODE and LE-SDE (Zhang, Wang & Su, "Imitating Deep Learning
+Dynamics via Locally Elastic Stochastic Differential Equations", NeurIPS 2021, arXiv 2110.05960;
+reviewed by Kothapalli, TMLR 2023).
+
+The features of sample i of class c are its K logits X_{c,i} in R^K. A gradient step on a
+sample of class c' moves the features of every class-c sample by E_{cc'} times that step
+(local elasticity: E has the intra-class impact alpha on its diagonal and the inter-class
+impact beta off it). Linearized, the cross-entropy step on class c' points along
+u_{c'} = e_{c'} - 1/K (the descent direction of CE at uniform logits) with the size of the
+class mean's component on it, P_{c'} X_bar_{c'}, P_c = u_c u_c^T / ||u_c||^2. Hence
+
+    LE-ODE:  dX_{c,i}/dt = sum_{c'} pi_{c'} E_{cc'} P_{c'} X_bar_{c'}
+    LE-SDE:  dX_{c,i} = (same drift) dt + sigma dW_{c,i}
+
+with class proportions pi_{c'} = n_{c'}/N (1/K when balanced). This is the continuous-time form
+of the authors' own LE-ODE simulator (``fwd_euler`` in github.com/zjiayao/le_sde, src/utils.py,
+whose unit step is the Euler step of this ODE); in the SDE sigma^2 plays the learning rate's part.
+
+Exact facts of this linear system (derived here, tested in tests/test_elastic.py), balanced
+classes: the projection coefficient y_c = u_c . X_bar_c / ||u_c||^2 is class c's mean margin
+(1/(K-1)) sum_{j != c} (X_bar_c[c] - X_bar_c[j]), and
+
+    dy/dt = M y,   M = (1/K) (alpha I - beta/(K-1) (11^T - I)),
+
+so the class-averaged margin obeys  m(t) = m(0) exp((alpha - beta) t / K)  exactly, and class
+contrasts (y orthogonal to 1) grow at (alpha + beta/(K-1))/K. The transition sits at alpha = beta:
+for alpha > beta the average margin grows without bound; for alpha < beta it decays to 0, and
+since the mean CE is >= softplus(-m(t)) (Jensen) the training loss tends to >= log 2 and never
+vanishes. Within a class all samples share the drift, so within-class deviations stay fixed (ODE)
+or diffuse as sigma^2 t (SDE) while the class means separate exponentially: NC1 -> 0. With
+beta > 0 the contrasts outgrow the average, so unequal initial class margins eventually turn the
+weakest class's margin negative: this linearization is a model of the early, separating phase.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gflow.models.base import Model, Readout, class_labels, cross_entropy
+
+
+def elastic_coupling(classes: int, alpha: float, beta: float, dtype=jnp.float32):
+    """E (K, K): alpha on the diagonal (intra-class impact), beta off it (inter-class)."""
+    eye = jnp.eye(classes, dtype=dtype)
+    return alpha * eye + beta * (1 - eye)
+
+
+def margin_directions(classes: int, dtype=jnp.float32):
+    """Rows u_c = e_c - 1/K (K, K): the CE descent direction of class c at uniform logits."""
+    return jnp.eye(classes, dtype=dtype) - 1.0 / classes
+
+
+def locally_elastic(
+    classes: int,
+    per_class: int | tuple[int, ...],
+    alpha: float = 1.0,
+    beta: float = 0.5,
+    init_margin: float = 1.0,
+    init_scale: float = 0.1,
+    dtype=jnp.float32,
+    name: str = "le-ode",
+) -> Model:
+    """LE-ODE / LE-SDE features (the drift above; the diffusion sigma is the SDE dynamics' noise).
+
+    ``params = {"X": (N, K)}``, initialized as X_{c,i} = init_margin * u_c + init_scale * N(0, I):
+    every class starts with mean margin ``init_margin``. ``loss`` is the mean cross-entropy of the
+    logits, which reports separability (it vanishes only if every margin grows without bound);
+    the dynamics follow ``drift``, which is not its gradient. ``readout`` is (I_K, X, 0): the
+    features are the logits. Observables: ``mean_margin`` (the class-averaged margin m(t)),
+    ``within_variance`` and ``between_variance`` (mean squared deviation of the samples from
+    their class mean, and of the class means from the global mean).
+    """
+    counts = (per_class,) * classes if isinstance(per_class, int) else tuple(per_class)
+    labels = jnp.asarray(class_labels(counts))
+    onehot = jax.nn.one_hot(labels, classes, dtype=dtype)
+    counts_arr = jnp.asarray(counts, dtype)
+    proportions = counts_arr / jnp.sum(counts_arr)
+    coupling = elastic_coupling(classes, alpha, beta, dtype)
+    directions = margin_directions(classes, dtype)
+    eye, zeros = jnp.eye(classes, dtype=dtype), jnp.zeros((classes,), dtype)
+
+    def class_means(X):
+        return (onehot.T @ X) / counts_arr[:, None]
+
+    def init(key):
+        noise = jax.random.normal(key, (len(labels), classes), dtype)
+        return {"X": init_margin * directions[labels] + init_scale * noise}
+
+    def drift(params):
+        means = class_means(params["X"])
+        # y_c = u_c . X_bar_c / ||u_c||^2: the size of class c's step along u_c
+        y = jnp.sum(means * directions, axis=1) / jnp.sum(directions**2, axis=1)
+        per_class_push = coupling @ (proportions[:, None] * y[:, None] * directions)
+        return {"X": per_class_push[labels]}
+
+    def readout(params):
+        return Readout(eye, params["X"], zeros, labels)
+
+    def loss(params):
+        return cross_entropy(params["X"], onehot)
+
+    def observables(params):
+        X = params["X"]
+        means = class_means(X)
+        own = jnp.sum(X * onehot, axis=1, keepdims=True)
+        sample_margins = jnp.sum((own - X) * (1 - onehot), axis=1) / (classes - 1)
+        global_mean = jnp.mean(X, axis=0)
+        return {
+            "mean_margin": jnp.mean(sample_margins),
+            "within_variance": jnp.mean(jnp.sum((X - means[labels]) ** 2, axis=1)),
+            "between_variance": jnp.mean(jnp.sum((means - global_mean) ** 2, axis=1)),
+        }
+
+    return Model(name, init, loss, readout, counts, classes, False, observables, drift)
+
+
+def le_ode(classes: int, per_class, **kwargs) -> Model:
+    """The LE-ODE model (run it with gradient-flow dynamics: they follow ``model.drift``)."""
+    return locally_elastic(classes, per_class, name="le-ode", **kwargs)
+
+
+def le_sde(classes: int, per_class, **kwargs) -> Model:
+    """The LE-SDE model: the LE-ODE drift, run with ``kind = "sde"`` (noise = sigma)."""
+    return locally_elastic(classes, per_class, name="le-sde", **kwargs)
