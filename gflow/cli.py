@@ -1,4 +1,4 @@
-"""The ``gflow`` command: ``demo``, ``run CONFIG.toml``, ``plot RESULTS.nc``.
+"""The ``gflow`` command: ``demo``, ``run CONFIG.toml``, ``sweep CONFIG.toml``, ``plot RESULTS.nc``.
 
 Exit codes: 0 success, 2 bad input (one line naming the field), 1 any other failure.
 """
@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     for p in (demo, run):
         p.add_argument("--quiet", action="store_true", help="no progress display")
         p.add_argument("--no-plots", action="store_true", help="write results.nc only")
+    sweep = sub.add_parser("sweep", help="run (or resume) the grid of a config's list fields")
+    sweep.add_argument("config", help="path to CONFIG.toml (fields given as lists are swept)")
+    sweep.add_argument("--out", help="output folder (default: run.out of the config)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress display")
     plot = sub.add_parser("plot", help="draw the figures of a results.nc")
     plot.add_argument("results", help="path to results.nc")
     plot.add_argument("--out", help="output folder (default: beside the results file)")
@@ -66,6 +70,10 @@ def _simulate(cfg, out: str | None, quiet: bool, no_plots: bool) -> None:
         cfg = cfg.replace(run={"out": out})
     ds, path = simulation.run(cfg, progress=not quiet)
     from gflow import results
+
+    if path.is_dir():  # a process other than 0 of a multi-process run
+        print(f"gflow: this process's parts are in {path}; process 0 writes results.nc")
+        return
 
     print(results.summary(ds))
     print(f"results: {path}")
@@ -93,7 +101,7 @@ def _configure_runtime() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("demo", "run"):
+    if args.command in ("demo", "run", "sweep"):
         _configure_runtime()
     from gflow.config import ConfigError
 
@@ -104,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             _simulate(config.loads(DEMO_CONFIG), args.out, args.quiet, args.no_plots)
         elif args.command == "run":
             _simulate(args.config, args.out, args.quiet, args.no_plots)
+        elif args.command == "sweep":
+            from gflow import sweep
+
+            index = sweep.run(args.config, args.out, progress=not args.quiet)
+            print(sweep.open_index(index.parent).load())
+            print(f"index: {index}")
         elif args.command == "plot":
             from gflow import results
 

@@ -88,6 +88,12 @@ class RunConfig:
     progress: bool = False
     hessian: str = "none"  # none | dense | lanczos: save the extreme Hessian eigenvalues
     hessian_iters: int = 60  # lanczos steps
+    chunk: int = 0  # solve at most this many inits at once (0: all); bounds peak memory
+    shard: bool = True  # split the inits of each chunk over all local devices
+    coordinator: str = ""  # multi-process: "" (single), "auto" (SLURM etc.) or "host:port"
+    num_processes: int = 1  # with coordinator = "host:port"
+    process_id: int = 0  # this process's index, 0 .. num_processes - 1
+    connect_timeout: int = 60  # seconds to wait for the other processes to join
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,6 +358,20 @@ def validate(cfg: Config) -> None:
     _at_least("run.hessian_iters", r.hessian_iters, 2)
     if not r.out:
         raise ConfigError("run.out: must be a folder path, got an empty string")
+    _at_least("run.chunk", r.chunk, 0)
+    _at_least("run.num_processes", r.num_processes, 1)
+    if not 0 <= r.process_id < r.num_processes:
+        raise ConfigError(
+            f"run.process_id: must be in 0..{r.num_processes - 1} (num_processes = "
+            f"{r.num_processes}), got {r.process_id}"
+        )
+    _at_least("run.connect_timeout", r.connect_timeout, 1)
+    if r.coordinator not in ("", "auto"):
+        host, _, port = r.coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f'run.coordinator: expected "host:port", "auto" or "", got {r.coordinator!r}'
+            )
 
 
 def _check_elastic(m: ModelConfig, d: DynamicsConfig, r: RunConfig) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import xarray as xr
 
 from gflow import config as config_mod
 from gflow import theory
-from gflow.config import Config
+from gflow.config import Config, ConfigError
 from gflow.dynamics.trajectory import STATUS, Trajectory
 from gflow.models.base import Model
 
@@ -85,8 +87,10 @@ def to_dataset(
     cfg: Config,
     compile_seconds: float,
     run_seconds: float,
+    inits: np.ndarray | None = None,
 ) -> xr.Dataset:
-    """Build the results Dataset from a batched trajectory (leading axis: init)."""
+    """Build the results Dataset from a batched trajectory (leading axis: init); ``inits`` are
+    the init indices it holds (default 0..count-1)."""
     traj = jax.tree.map(np.asarray, traj)
     W, H, b, labels = jax.vmap(model.readout)(traj.final)
     count = np.asarray(W).shape[0]
@@ -106,7 +110,7 @@ def to_dataset(
     )
     time_name = "step" if cfg.dynamics.kind == "gd" else "flow time"  # sde: flow time too
     coords = {
-        "init": np.arange(count),
+        "init": np.arange(count) if inits is None else np.asarray(inits),
         "time": ("time", times, {"long_name": time_name}),
         "class": np.arange(model.num_classes),
         "feature": np.arange(model.dim),
@@ -149,6 +153,77 @@ def save(ds: xr.Dataset, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete the temporary files of writes that a killed process left behind in ``folder``
+    (never a results file: those only appear by an atomic rename)."""
+    for tmp in Path(folder).glob(".*.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def join(parts: list[xr.Dataset]) -> xr.Dataset:
+    """Concatenate results of disjoint blocks of inits along ``init`` (sorted by init index).
+    Attributes come from the first block; ``run_seconds`` and ``compile_seconds`` are summed."""
+    parts = sorted(parts, key=lambda ds: int(ds.init.values[0]))
+    if len(parts) == 1:
+        return parts[0]
+    ds = xr.concat(parts, dim="init", data_vars="minimal", coords="minimal", compat="override")
+    ds.attrs = dict(parts[0].attrs)
+    for key in ("run_seconds", "compile_seconds"):
+        ds.attrs[key] = float(sum(p.attrs[key] for p in parts))
+    return ds
+
+
+class PartStore:
+    """A folder of result blocks ``part-LO-HI.nc`` (inits LO..HI-1) of one config, written
+    atomically as they are solved. ``config.toml`` in it holds the config's fingerprint; a
+    folder of another config is refused with a one-line ConfigError."""
+
+    def __init__(self, folder: str | Path, fingerprint: str):
+        self.folder = Path(folder)
+        stamp = self.folder / "config.toml"
+        if stamp.is_file() and stamp.read_text() != fingerprint:
+            raise ConfigError(
+                f"run.out: {self.folder.parent} holds an unfinished run of a different config; "
+                "run that config again to resume it, or choose another folder (--out)"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not stamp.is_file():  # several processes may get here at once: unique temporaries
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".config.toml.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(fingerprint)
+            os.replace(tmp, stamp)
+
+    def path(self, lo: int, hi: int) -> Path:
+        return self.folder / f"part-{lo:09d}-{hi:09d}.nc"
+
+    def has(self, lo: int, hi: int) -> bool:
+        return self.path(lo, hi).is_file()
+
+    def save(self, ds: xr.Dataset) -> Path:
+        lo, hi = int(ds.init.values[0]), int(ds.init.values[-1]) + 1
+        return save(ds, self.path(lo, hi))
+
+    def load(self, lo: int, hi: int) -> xr.Dataset:
+        return load(self.path(lo, hi))
+
+    def wait_for(
+        self, blocks: list[tuple[int, int]], progress: bool = False, poll: float = 0.5
+    ) -> list[xr.Dataset]:
+        """Load every block, waiting for those other processes are still writing."""
+        waited = False
+        while not all(self.has(*b) for b in blocks):
+            if progress and not waited:
+                print("gflow: waiting for the other processes' parts", file=sys.stderr)
+                waited = True
+            time.sleep(poll)
+        return [self.load(*b) for b in blocks]
+
+    def remove(self) -> None:
+        for path in self.folder.glob("*"):
+            path.unlink(missing_ok=True)
+        self.folder.rmdir()
 
 
 def load(path: str | Path) -> xr.Dataset:

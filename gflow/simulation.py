@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ import numpy as np
 import xarray as xr
 
 from gflow import config as config_mod
-from gflow import models, results
-from gflow.batch import batched_solver, init_batch, noise_keys, observer, save_grid
+from gflow import distributed, models, results
+from gflow.batch import batched_solver, noise_keys, observer, save_grid
 from gflow.config import Config, ConfigError
 from gflow.hessian import DENSE_LIMIT, num_params
 from gflow.models.base import Model
@@ -94,48 +94,99 @@ def load_initial_params(path: str | Path, model: Model, count: int, dtype) -> di
     return params
 
 
-def prepare(cfg: Config) -> tuple[Model, Any]:
-    """The model and the batch of initial parameters (leading axis: init)."""
+def build_model(cfg: Config) -> Model:
+    """The configured model, after the checks that need it (``init.from`` shapes, the dense
+    Hessian's size limit); nothing is solved or compiled."""
     dtype = set_precision(cfg.run.precision)
     model = models.from_config(cfg.model, init_scale=cfg.init.scale, dtype=dtype)
     if cfg.init.from_file is not None:
-        params0 = load_initial_params(cfg.init.from_file, model, cfg.init.count, dtype)
-    else:
-        params0 = init_batch(model, cfg.init.seed, cfg.init.count)
-    size = num_params(jax.tree.map(lambda x: x[0], params0))
+        load_initial_params(cfg.init.from_file, model, cfg.init.count, dtype)
+    size = num_params(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
     if cfg.run.hessian == "dense" and size > DENSE_LIMIT:
         raise ConfigError(
             f"run.hessian: dense needs <= {DENSE_LIMIT} parameters, this model has {size}; "
             "use lanczos"
         )
-    return model, params0
+    return model
+
+
+def prepare(cfg: Config) -> tuple[Model, Any]:
+    """The model and the batch of initial parameters (leading axis: init)."""
+    model = build_model(cfg)
+    dtype = set_precision(cfg.run.precision)
+    return model, _initial_block(cfg, model, 0, cfg.init.count, dtype)
+
+
+def _initial_block(cfg: Config, model: Model, lo: int, hi: int, dtype):
+    """Initial parameters of inits [lo, hi): the same values as in the whole batch (one key per
+    init, split from the seed for all ``init.count``), or that slice of ``init.from``."""
+    if cfg.init.from_file is not None:
+        full = load_initial_params(cfg.init.from_file, model, cfg.init.count, dtype)
+        return jax.tree.map(lambda x: x[lo:hi], full)
+    keys = jax.random.split(jax.random.PRNGKey(cfg.init.seed), cfg.init.count)[lo:hi]
+    return jax.vmap(model.init)(keys)
+
+
+def solve_blocks(
+    cfg: Config, blocks: list[tuple[int, int]], progress: bool = False
+) -> Iterator[xr.Dataset]:
+    """Solve the inits of each block [lo, hi) in turn and yield its results Dataset (init
+    coordinate lo..hi-1). One compilation serves every block: each is padded to the widest,
+    rounded up to a multiple of the local devices, over which the init axis is sharded
+    (``run.shard``)."""
+    model = build_model(cfg)
+    dtype = set_precision(cfg.run.precision)
+    mesh = distributed.local_mesh() if cfg.run.shard else None
+    devices = 1 if mesh is None else mesh.size
+    widest = max(hi - lo for lo, hi in blocks)
+    width = -(-widest // devices) * devices
+    place = (lambda t: distributed.shard_inits(t, mesh)) if mesh else (lambda t: t)
+    all_keys = noise_keys(cfg.init.seed, cfg.init.count)
+    times = save_grid(cfg.dynamics)
+    observe = observer(model, cfg.run.hessian, cfg.run.hessian_iters)
+    solve = batched_solver(model, cfg.dynamics, progress, observe)
+    compiled, compile_seconds = None, 0.0
+    for number, (lo, hi) in enumerate(blocks, start=1):
+        params = place(distributed.pad_to(_initial_block(cfg, model, lo, hi, dtype), width))
+        keys = place(distributed.pad_to(np.asarray(all_keys[lo:hi]), width))
+        if compiled is None:
+            if progress:
+                print(
+                    f"gflow: {cfg.model.name}, K={cfg.model.classes}, d={cfg.model.dim}, "
+                    f"{cfg.init.count} inits, {cfg.dynamics.kind}, {cfg.run.precision}, "
+                    f"{devices} device(s): compiling",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            start = time.perf_counter()
+            compiled = solve.lower(params, keys).compile()
+            compile_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        traj = jax.block_until_ready(compiled(params, keys))
+        run_seconds = time.perf_counter() - start
+        size = hi - lo
+        traj = jax.tree.map(lambda x, size=size: np.asarray(x)[:size], traj)
+        if progress and len(blocks) > 1:
+            print(
+                f"gflow: block {number}/{len(blocks)} (inits {lo}-{hi - 1}) in {run_seconds:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        yield results.to_dataset(
+            traj, times, model, cfg, compile_seconds, run_seconds, inits=np.arange(lo, hi)
+        )
+        compile_seconds = 0.0
 
 
 def simulate(cfg: Config | str | Path | Mapping[str, Any], progress: bool = False) -> xr.Dataset:
-    """Run the configured simulation and return the results Dataset (nothing written).
+    """Run the configured simulation in this process and return the results Dataset (nothing
+    written): all inits, in chunks of ``run.chunk`` if set, sharded over the local devices.
 
     Compilation and the run are timed apart (``compile_seconds``, ``run_seconds`` attributes).
     """
     cfg = as_config(cfg)
-    model, params0 = prepare(cfg)
-    if progress:
-        print(
-            f"gflow: {cfg.model.name}, K={cfg.model.classes}, d={cfg.model.dim}, "
-            f"{cfg.init.count} inits, {cfg.dynamics.kind}, {cfg.run.precision}: compiling",
-            file=sys.stderr,
-            flush=True,
-        )
-    keys = noise_keys(cfg.init.seed, cfg.init.count)
-    start = time.perf_counter()
-    observe = observer(model, cfg.run.hessian, cfg.run.hessian_iters)
-    solve = batched_solver(model, cfg.dynamics, progress, observe)
-    compiled = solve.lower(params0, keys).compile()
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    traj = jax.block_until_ready(compiled(params0, keys))
-    run_seconds = time.perf_counter() - start
-    times = save_grid(cfg.dynamics)
-    return results.to_dataset(traj, times, model, cfg, compile_seconds, run_seconds)
+    blocks = distributed.chunks(0, cfg.init.count, cfg.run.chunk)
+    return results.join(list(solve_blocks(cfg, blocks, progress)))
 
 
 def run(
@@ -143,10 +194,57 @@ def run(
     out: str | Path | None = None,
     progress: bool = False,
 ) -> tuple[xr.Dataset, Path]:
-    """:func:`simulate`, then write ``OUT/results.nc`` atomically (OUT defaults to run.out)."""
+    """:func:`simulate`, then write ``OUT/results.nc`` atomically (OUT defaults to run.out).
+
+    With ``run.chunk`` smaller than ``init.count``, or several processes (``run.coordinator``),
+    each block is written to OUT/parts/ as soon as it is solved. An interrupted run started
+    again with the same config skips the blocks already there; process 0 joins the parts into
+    results.nc and removes them (the other processes return what they solved, or None, and the
+    parts folder). A parts folder of a different config is refused.
+    """
     cfg = as_config(cfg)
     if out is not None:
         cfg = cfg.replace(run={"out": str(out)})
-    ds = simulate(cfg, progress=progress)
-    path = results.save(ds, Path(cfg.run.out) / "results.nc")
+    out = Path(cfg.run.out)
+    results.remove_stale_temporaries(out)
+    index, total = distributed.initialize(cfg.run)
+    lo, hi = distributed.process_block(cfg.init.count, index, total)
+    blocks = distributed.chunks(lo, hi, cfg.run.chunk)
+    if total == 1 and len(blocks) == 1:
+        ds = simulate(cfg, progress=progress)
+        return ds, results.save(ds, out / "results.nc")
+    parts = results.PartStore(out / "parts", fingerprint(cfg))
+    todo = [b for b in blocks if not parts.has(*b)]
+    if progress and len(todo) < len(blocks):
+        print(
+            f"gflow: resuming: {len(blocks) - len(todo)} of {len(blocks)} blocks already done",
+            file=sys.stderr,
+            flush=True,
+        )
+    solved = []
+    for ds in solve_blocks(cfg, todo, progress) if todo else ():
+        parts.save(ds)
+        solved.append(ds)
+    if index != 0:  # process 0 joins the parts (and may already be removing them)
+        return (results.join(solved) if solved else None), parts.folder
+    every = [
+        b
+        for p in range(total)
+        for b in distributed.chunks(
+            *distributed.process_block(cfg.init.count, p, total), cfg.run.chunk
+        )
+    ]
+    ds = results.join(parts.wait_for(every, progress=progress))
+    path = results.save(ds, out / "results.nc")
+    parts.remove()
     return ds, path
+
+
+def fingerprint(cfg: Config) -> str:
+    """The config as TOML without the settings that cannot change the numbers (where output
+    goes, progress, sharding, process layout): runs with equal fingerprints may share parts."""
+    neutral = dict(
+        out=".", progress=False, shard=True, coordinator="", num_processes=1, process_id=0,
+        connect_timeout=60,
+    )  # fmt: skip
+    return config_mod.dumps(cfg.replace(run=neutral))

@@ -54,7 +54,8 @@ def test_init_scale_seed_and_dtype():
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_registry_builds_every_config_name(name):
-    cfg = from_dict({"model": {"name": name, "classes": 3, "dim": 4, "per_class": 2}})
+    dim = 3 if name.startswith("le-") else 4  # LE features are the K logits
+    cfg = from_dict({"model": {"name": name, "classes": 3, "dim": dim, "per_class": 2}})
     for dtype in (jnp.float32, jnp.float64):
         model = models.from_config(cfg.model, dtype=dtype)
         assert model.name == name and model.num_classes == 3

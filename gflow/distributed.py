@@ -1,0 +1,117 @@
+"""Where the initializations run: the local device mesh, chunks, and processes of a multi-host run.
+
+Initializations are independent, so scaling out needs no communication during a solve:
+
+- over local devices, the init axis of a batch is sharded with a ``jax.sharding.Mesh`` over
+  ``jax.local_devices()`` (axis name ``init``) and a ``NamedSharding``; ``jit`` then runs each
+  device's slice of the vmapped solve (computation follows data);
+- over processes (hosts), ``jax.distributed.initialize`` connects them and each process solves
+  its contiguous block of inits; each writes its part and process 0 joins them;
+- a batch larger than memory runs in chunks of ``run.chunk`` inits, one after the other.
+
+The keys of every init are split from the seed for the whole batch before any of this, so the
+same config and seed give the same numbers however the inits are chunked, sharded or spread.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gflow.config import ConfigError, RunConfig
+
+
+def local_mesh() -> Mesh:
+    """A 1-d mesh over this process's devices, axis ``init``."""
+    return Mesh(np.array(jax.local_devices()), ("init",))
+
+
+def pad_to(tree, size: int):
+    """Pad the leading (init) axis of every leaf to ``size`` by repeating the last init."""
+
+    def pad(x):
+        extra = size - x.shape[0]
+        if extra <= 0:
+            return x
+        return np.concatenate([np.asarray(x), np.repeat(np.asarray(x)[-1:], extra, axis=0)])
+
+    return jax.tree.map(pad, tree)
+
+
+def shard_inits(tree, mesh: Mesh):
+    """Place a batch (leading axis divisible by the mesh size) with its init axis split over
+    the mesh's devices."""
+    sharding = NamedSharding(mesh, PartitionSpec("init"))
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def chunks(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) in consecutive blocks of at most ``size`` (0: one block)."""
+    size = stop - start if size <= 0 else size
+    return [(lo, min(lo + size, stop)) for lo in range(start, stop, max(size, 1))]
+
+
+def process_block(count: int, index: int, total: int) -> tuple[int, int]:
+    """The contiguous block [lo, hi) of ``count`` inits that process ``index`` of ``total``
+    solves (the first ``count % total`` processes take one more)."""
+    base, extra = divmod(count, total)
+    lo = index * base + min(index, extra)
+    return lo, lo + base + (index < extra)
+
+
+def initialize(run: RunConfig) -> tuple[int, int]:
+    """Join a multi-process run if the config or environment asks for one; returns
+    (process index, process count). ``run.coordinator``: "" (single process, unless
+    $GFLOW_COORDINATOR is set), "auto" (let JAX read a cluster environment such as SLURM's), or
+    "host:port" with ``run.num_processes`` and ``run.process_id`` (or $GFLOW_NUM_PROCESSES,
+    $GFLOW_PROCESS_ID)."""
+    coordinator = run.coordinator or os.environ.get("GFLOW_COORDINATOR", "")
+    if not coordinator:
+        return 0, 1
+    if jax.distributed.is_initialized():
+        return jax.process_index(), jax.process_count()
+    process_id = int(os.environ.get("GFLOW_PROCESS_ID", run.process_id))
+    if coordinator != "auto" and process_id != 0:
+        _wait_for_coordinator(coordinator, run.connect_timeout)
+    try:
+        if coordinator == "auto":
+            jax.distributed.initialize(initialization_timeout=run.connect_timeout)
+        else:
+            jax.distributed.initialize(
+                coordinator_address=coordinator,
+                num_processes=int(os.environ.get("GFLOW_NUM_PROCESSES", run.num_processes)),
+                process_id=process_id,
+                initialization_timeout=run.connect_timeout,
+            )
+    except Exception as err:  # noqa: BLE001 -- any failure to join is reported in one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"run.coordinator: cannot join the run at {coordinator!r} within "
+            f"{run.connect_timeout} s ({first[:160]}); check the address and that every "
+            "process starts"
+        ) from None
+    return jax.process_index(), jax.process_count()
+
+
+def _wait_for_coordinator(address: str, timeout: float) -> None:
+    """Try to open a TCP connection to host:port until ``timeout`` seconds pass. JAX aborts the
+    whole process (not an exception) when a coordinator cannot be reached, so this is checked
+    first, to fail with a one-line ConfigError instead."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1.0):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"run.coordinator: cannot reach {address} within {timeout} s ({err}); check "
+                    "the address and that process 0 is running"
+                ) from None
+            time.sleep(0.2)
