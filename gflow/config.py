@@ -179,18 +179,16 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
         if section not in _SECTIONS:
             raise ConfigError(f"{section}: unknown section; valid: {', '.join(_SECTIONS)}")
     sections = {}
+    model_name = raw.get("model", {}).get("name") if isinstance(raw.get("model"), Mapping) else None
     for section, cls in _SECTIONS.items():
         values = raw.get(section, {})
         if not isinstance(values, Mapping):
             raise ConfigError(f"{section}: must be a table ([{section}])")
         fields = {_toml_key(section, f.name): f for f in dataclasses.fields(cls)}
         kwargs = {}
-        model_name = (
-            raw.get("model", {}).get("name") if isinstance(raw.get("model"), Mapping) else None
-        )
         if section == "model":
-            kwargs.update(_MODEL_DEFAULTS.get(values.get("name"), {}))
-            if values.get("name") in ELASTIC_MODELS:
+            kwargs.update(_MODEL_DEFAULTS.get(model_name, {}))
+            if model_name in ELASTIC_MODELS:
                 kwargs["dim"] = values.get("classes", ModelConfig.classes)  # features = logits
         if section == "dynamics":
             kwargs.update(_DYNAMICS_DEFAULTS_BY_MODEL.get(model_name, {}))

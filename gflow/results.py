@@ -155,6 +155,17 @@ def save(ds: xr.Dataset, path: str | Path) -> Path:
     return path
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (a unique temporary in the same folder, then a rename), so
+    that concurrent writers and a kill at any moment never leave a partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
 def remove_stale_temporaries(folder: str | Path) -> None:
     """Delete the temporary files of writes that a killed process left behind in ``folder``
     (never a results file: those only appear by an atomic rename)."""
@@ -189,11 +200,8 @@ class PartStore:
                 "run that config again to resume it, or choose another folder (--out)"
             )
         self.folder.mkdir(parents=True, exist_ok=True)
-        if not stamp.is_file():  # several processes may get here at once: unique temporaries
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".config.toml.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                f.write(fingerprint)
-            os.replace(tmp, stamp)
+        if not stamp.is_file():  # several processes may get here at once
+            write_text(stamp, fingerprint)
 
     def path(self, lo: int, hi: int) -> Path:
         return self.folder / f"part-{lo:09d}-{hi:09d}.nc"

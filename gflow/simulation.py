@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,17 +114,18 @@ def prepare(cfg: Config) -> tuple[Model, Any]:
     """The model and the batch of initial parameters (leading axis: init)."""
     model = build_model(cfg)
     dtype = set_precision(cfg.run.precision)
-    return model, _initial_block(cfg, model, 0, cfg.init.count, dtype)
+    return model, block_initializer(cfg, model, dtype)(0, cfg.init.count)
 
 
-def _initial_block(cfg: Config, model: Model, lo: int, hi: int, dtype):
-    """Initial parameters of inits [lo, hi): the same values as in the whole batch (one key per
-    init, split from the seed for all ``init.count``), or that slice of ``init.from``."""
+def block_initializer(cfg: Config, model: Model, dtype) -> Callable[[int, int], Any]:
+    """(lo, hi) -> initial parameters of inits [lo, hi): the same values as in the whole batch
+    (one key per init, split from the seed for all ``init.count``), or that slice of
+    ``init.from`` (read once, here)."""
     if cfg.init.from_file is not None:
         full = load_initial_params(cfg.init.from_file, model, cfg.init.count, dtype)
-        return jax.tree.map(lambda x: x[lo:hi], full)
-    keys = jax.random.split(jax.random.PRNGKey(cfg.init.seed), cfg.init.count)[lo:hi]
-    return jax.vmap(model.init)(keys)
+        return lambda lo, hi: jax.tree.map(lambda x: x[lo:hi], full)
+    keys = jax.random.split(jax.random.PRNGKey(cfg.init.seed), cfg.init.count)
+    return lambda lo, hi: jax.vmap(model.init)(keys[lo:hi])
 
 
 def solve_blocks(
@@ -142,12 +143,13 @@ def solve_blocks(
     width = -(-widest // devices) * devices
     place = (lambda t: distributed.shard_inits(t, mesh)) if mesh else (lambda t: t)
     all_keys = noise_keys(cfg.init.seed, cfg.init.count)
+    initial = block_initializer(cfg, model, dtype)
     times = save_grid(cfg.dynamics)
     observe = observer(model, cfg.run.hessian, cfg.run.hessian_iters)
     solve = batched_solver(model, cfg.dynamics, progress, observe)
     compiled, compile_seconds = None, 0.0
     for number, (lo, hi) in enumerate(blocks, start=1):
-        params = place(distributed.pad_to(_initial_block(cfg, model, lo, hi, dtype), width))
+        params = place(distributed.pad_to(initial(lo, hi), width))
         keys = place(distributed.pad_to(np.asarray(all_keys[lo:hi]), width))
         if compiled is None:
             if progress:

@@ -15,9 +15,7 @@ point), and the index is rewritten after each point. An OUT holding another swee
 from __future__ import annotations
 
 import itertools
-import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -147,9 +145,7 @@ def _claim(folder: Path, raw: Mapping[str, Any]) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     results.remove_stale_temporaries(folder)
-    tmp = stamp.with_suffix(".toml.tmp")
-    tmp.write_text(mine)
-    os.replace(tmp, stamp)
+    results.write_text(stamp, mine)
 
 
 def _canonical(raw: Mapping[str, Any]) -> str:
@@ -193,11 +189,7 @@ def write_index(folder: Path, grid_axes, grid) -> Path:
     data.update(done=(dims, done), path=(dims, where))
     coords = {name: _coordinate(v) for name, v in zip(names, grid_axes.values(), strict=True)}
     ds = xr.Dataset(data, coords=coords, attrs={"sweep": (folder / "sweep.toml").read_text()})
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".index.nc.", suffix=".tmp")
-    os.close(fd)
-    ds.to_netcdf(tmp, engine="netcdf4")
-    os.replace(tmp, folder / "index.nc")
-    return folder / "index.nc"
+    return results.save(ds, folder / "index.nc")
 
 
 def open_index(folder: str | Path) -> xr.Dataset:
