@@ -90,6 +90,7 @@ class RunConfig:
     hessian_iters: int = 60  # lanczos steps
     chunk: int = 0  # solve at most this many inits at once (0: all); bounds peak memory
     shard: bool = True  # split the inits of each chunk over all local devices
+    vector_width: int = -1  # inits vectorized together on a device (-1: 8 for gd, all otherwise)
     coordinator: str = ""  # multi-process: "" (single), "auto" (SLURM etc.) or "host:port"
     num_processes: int = 1  # with coordinator = "host:port"
     process_id: int = 0  # this process's index, 0 .. num_processes - 1
@@ -357,6 +358,10 @@ def validate(cfg: Config) -> None:
     if not r.out:
         raise ConfigError("run.out: must be a folder path, got an empty string")
     _at_least("run.chunk", r.chunk, 0)
+    if r.vector_width == 0 or r.vector_width < -1:
+        raise ConfigError(
+            f"run.vector_width: must be >= 1, or -1 for the default, got {r.vector_width}"
+        )
     _at_least("run.num_processes", r.num_processes, 1)
     if not 0 <= r.process_id < r.num_processes:
         raise ConfigError(

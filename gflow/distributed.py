@@ -26,6 +26,20 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gflow.config import ConfigError, RunConfig
 
 
+def use_cpu_cores() -> None:
+    """One XLA CPU device per core available to this process, set before JAX starts its
+    backends (``jax_num_cpu_devices``), so that sharding the init axis keeps every core busy:
+    a single CPU device leaves the second core of the dev box mostly idle (GD 1.7-2.5x faster
+    with 2). Left alone where the user chose (JAX_NUM_CPU_DEVICES, or the XLA_FLAGS
+    ``--xla_force_host_platform_device_count``) or JAX is already running in this process."""
+    if os.environ.get("JAX_NUM_CPU_DEVICES") or "device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
+    except RuntimeError:  # backends already initialized: keep what this process has
+        pass
+
+
 def local_mesh() -> Mesh:
     """A 1-d mesh over this process's devices, axis ``init``."""
     return Mesh(np.array(jax.local_devices()), ("init",))
@@ -48,6 +62,14 @@ def shard_inits(tree, mesh: Mesh):
     the mesh's devices."""
     sharding = NamedSharding(mesh, PartitionSpec("init"))
     return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def per_device(fn, mesh: Mesh):
+    """``shard_map`` of a batched function over the mesh: each device runs ``fn`` on its own
+    slice of the init axis (no communication: inits are independent)."""
+    spec = PartitionSpec("init")
+    # check_vma off: diffrax's loops build carries that the varying-axis check rejects
+    return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
 
 
 def chunks(start: int, stop: int, size: int) -> list[tuple[int, int]]:

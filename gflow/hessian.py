@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from gflow import linalg
+
 DENSE_LIMIT = 4096
 METHODS = ("dense", "lanczos")
 
@@ -38,7 +40,7 @@ def dense_extreme_eigenvalues(loss: Callable, params) -> tuple[jax.Array, jax.Ar
             f"hessian: dense needs <= {DENSE_LIMIT} parameters, this point has {flat.size}; "
             "use method='lanczos'"
         )
-    eig = jnp.linalg.eigvalsh(jax.hessian(f)(flat))
+    eig = linalg.eigvalsh(jax.hessian(f)(flat))
     return eig[0], eig[-1]
 
 
@@ -74,7 +76,7 @@ def lanczos_extreme_eigenvalues(
     zeros = jnp.zeros((m,), flat.dtype)
     _, alphas, betas = jax.lax.fori_loop(0, m, step, (basis, zeros, zeros))
     T = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
-    ritz = jnp.linalg.eigvalsh(T)
+    ritz = linalg.eigvalsh(T)
     return ritz[0], ritz[-1]
 
 

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from gflow import linalg
+
 Scalar = Float[Array, ""]
 
 
@@ -54,7 +56,7 @@ def nc1(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> S
     """
     M = centred_means(H, labels, num_classes)
     E = _within_class_deviations(H, labels, num_classes)
-    return jnp.sum((E @ jnp.linalg.pinv(M)) ** 2) / H.shape[0]
+    return jnp.sum((E @ linalg.pinv(M)) ** 2) / H.shape[0]
 
 
 def nc1_quotient(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> Scalar:

@@ -21,7 +21,7 @@ import xarray as xr
 
 from gflow import config as config_mod
 from gflow import distributed, models, results
-from gflow.batch import batched_solver, noise_keys, observer, save_grid
+from gflow.batch import noise_keys, observer, save_grid, solver_for, vector_width, vectorized
 from gflow.config import Config, ConfigError
 from gflow.hessian import DENSE_LIMIT, num_params
 from gflow.models.base import Model
@@ -139,14 +139,24 @@ def solve_blocks(
     dtype = set_precision(cfg.run.precision)
     mesh = distributed.local_mesh() if cfg.run.shard else None
     devices = 1 if mesh is None else mesh.size
+    vector = vector_width(cfg.dynamics, cfg.run.vector_width)
     widest = max(hi - lo for lo, hi in blocks)
-    width = -(-widest // devices) * devices
+    if vector:
+        vector = min(vector, -(-widest // devices))
+    unit = devices * max(vector, 1)
+    width = -(-widest // unit) * unit
     place = (lambda t: distributed.shard_inits(t, mesh)) if mesh else (lambda t: t)
     all_keys = noise_keys(cfg.init.seed, cfg.init.count)
     initial = block_initializer(cfg, model, dtype)
     times = save_grid(cfg.dynamics)
     observe = observer(model, cfg.run.hessian, cfg.run.hessian_iters)
-    solve = batched_solver(model, cfg.dynamics, progress, observe)
+    solve = vectorized(
+        solver_for(model, cfg.dynamics, progress and not vector, observe),
+        vector,
+        progress,
+        devices,
+    )
+    solve = jax.jit(distributed.per_device(solve, mesh) if mesh else solve)
     compiled, compile_seconds = None, 0.0
     for number, (lo, hi) in enumerate(blocks, start=1):
         params = place(distributed.pad_to(initial(lo, hi), width))

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gflow import linalg
 from gflow.models.base import Model, Readout, class_labels
 from gflow.models.ufm import mean_squared_error
 
@@ -61,7 +62,7 @@ def _linear_chain_observables(layers, features, labels, onehot, num_classes):
     ]
     conditions = []
     for V in layers:
-        sigma = jnp.linalg.svd(V, compute_uv=False)
+        sigma = linalg.singular_values(V)
         conditions.append(sigma[0] / sigma[num_classes - 1])
     return {
         "train_mse": mean_squared_error(outputs, onehot),
