@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LINT_DIRS := $(wildcard gflow tests benchmarks notebooks)
 
-.PHONY: demo test lint format clean
+.PHONY: demo test bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q
+
+# The benchmark suite (minutes): installs the PyTorch peers (extra "bench"), records figures in
+# benchmarks/results/.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	MPLBACKEND=Agg $(BIN)/python benchmarks/gd_throughput.py
+	MPLBACKEND=Agg $(BIN)/python benchmarks/work_precision.py
+	MPLBACKEND=Agg $(BIN)/python benchmarks/scaling.py
+	MPLBACKEND=Agg $(BIN)/python benchmarks/sharding.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)

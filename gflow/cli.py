@@ -1,4 +1,5 @@
-"""The ``gflow`` command: ``demo``, ``run CONFIG.toml``, ``sweep CONFIG.toml``, ``plot RESULTS.nc``.
+"""The ``gflow`` command: ``demo``, ``run CONFIG.toml``, ``sweep CONFIG.toml``, ``plot RESULTS.nc``,
+``bench``.
 
 Exit codes: 0 success, 2 bad input (one line naming the field), 1 any other failure.
 """
@@ -57,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", help="output folder (default: run.out of the config)")
     sweep.add_argument("--quiet", action="store_true", help="no progress display")
     plot = sub.add_parser("plot", help="draw the figures of a results.nc")
+    bench = sub.add_parser("bench", help="GD throughput on the reference problem, this machine")
+    bench.add_argument("--inits", type=int, nargs="+", default=[1, 64, 1024])
+    bench.add_argument("--steps", type=int, default=2000)
+    bench.add_argument("--out", help="also write the record as JSON here")
     plot.add_argument("results", help="path to results.nc")
     plot.add_argument("--out", help="output folder (default: beside the results file)")
     return parser
@@ -91,6 +96,23 @@ def _plot(ds, out: Path) -> None:
         print(f"figure: {path}")
 
 
+def _bench(inits: list[int], steps: int, out: str | None) -> None:
+    import json
+
+    from gflow import bench
+    from gflow.config import ConfigError
+
+    if min(inits) < 1 or steps < 1:
+        raise ConfigError(f"bench: --inits and --steps must be >= 1, got {inits} and {steps}")
+    record = bench.run(inits, steps)
+    print(bench.format_table(record))
+    if out:
+        from gflow.results import write_text
+
+        write_text(Path(out), json.dumps(record, indent=2) + "\n")
+        print(f"record: {out}")
+
+
 def _configure_runtime() -> None:
     """Before JAX starts: one CPU device per core; compiled solves cached across runs."""
     os.environ.setdefault("EQX_ON_ERROR", "nan")
@@ -103,7 +125,7 @@ def _configure_runtime() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("demo", "run", "sweep"):
+    if args.command in ("demo", "run", "sweep", "bench"):
         _configure_runtime()
     from gflow.config import ConfigError
 
@@ -120,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             index = sweep.run(args.config, args.out, progress=not args.quiet)
             print(sweep.open_index(index.parent).load())
             print(f"index: {index}")
+        elif args.command == "bench":
+            _bench(args.inits, args.steps, args.out)
         elif args.command == "plot":
             from gflow import results
 

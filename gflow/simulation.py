@@ -156,7 +156,9 @@ def solve_blocks(
         progress,
         devices,
     )
-    solve = jax.jit(distributed.per_device(solve, mesh) if mesh else solve)
+    # vectors are a sequential map, which needs each device's slice by hand (shard_map); a plain
+    # vmap is left to jit on the sharded inputs (diffrax's implicit solvers reject shard_map)
+    solve = jax.jit(distributed.per_device(solve, mesh) if mesh and vector else solve)
     compiled, compile_seconds = None, 0.0
     for number, (lo, hi) in enumerate(blocks, start=1):
         params = place(distributed.pad_to(initial(lo, hi), width))

@@ -1,0 +1,257 @@
+"""Gradient-flow work-precision: diffrax solvers in gflow against torchdiffeq and torchode.
+
+Problem: UFM-CE K=10, d=32, n=20, lambda = 5e-3, init scale 0.1, B=64 inits, flow to t1 = 5000,
+float64 throughout. Error: the largest over inits of ||theta(t1) - theta_ref(t1)|| / ||theta_ref||,
+theta = (W, H, b), against a reference solved by diffrax Dopri8 at rtol 1e-12, atol 1e-14.
+Work: steady-state wall time (compilation apart; gflow's ``run_seconds``) and vector-field
+evaluations (solver steps, accepted and rejected, times the stages each step evaluates).
+
+Contenders, over the same tolerances (atol = rtol / 100):
+- gflow (vmap of per-init diffrax solves, each with its own step size): Euler and Heun (fixed dt),
+  Bosh3, Tsit5, Dopri5, Dopri8, Kvaerno5 (implicit);
+- diffrax Tsit5 on the batch as one ODE, the error norm the largest per-init RMS;
+- torchdiffeq dopri5 on the batched system (the common choice);
+- torchode Tsit5, batched with a step size per sample (the strongest PyTorch peer).
+
+Writes benchmarks/results/work_precision.json and .png. Needs the `bench` extra (`make bench`).
+
+    .venv/bin/python benchmarks/work_precision.py [--inits 64] [--t1 5000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("EQX_ON_ERROR", "nan")
+from gflow.distributed import use_cpu_cores  # noqa: E402
+
+use_cpu_cores()
+
+import diffrax  # noqa: E402
+import jax  # noqa: E402
+import jax.flatten_util  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from gflow import bench, simulation  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+RESULTS = Path(__file__).parent / "results"
+STAGES = {"euler": 1, "heun": 2, "bosh3": 3, "tsit5": 6, "dopri5": 6, "dopri8": 12, "kvaerno5": 7}
+
+
+def config(inits: int, t1: float, solver: str, rtol: float, dt0: float | None = None) -> dict:
+    cfg = bench.reference_config(inits, precision="float64")
+    cfg["dynamics"] = {"kind": "flow", "solver": solver, "t1": t1, "rtol": rtol,
+                       "atol": rtol / 100, "saves": 2, "max_steps": 200_000}  # fmt: skip
+    if dt0 is not None:
+        cfg["dynamics"]["dt0"] = dt0
+    return cfg
+
+
+def state(ds) -> np.ndarray:
+    """(B, P) final states of a results Dataset, in ravel_pytree's order (H, W, b)."""
+    return np.concatenate([ds[v].values.reshape(ds.sizes["init"], -1) for v in ("H", "W", "b")], 1)
+
+
+def error(final: np.ndarray, reference: np.ndarray) -> float:
+    return float(
+        np.max(np.linalg.norm(final - reference, axis=1) / np.linalg.norm(reference, axis=1))
+    )
+
+
+def gflow_row(cfg: dict, reference: np.ndarray, label: str) -> dict:
+    ds = simulation.simulate(cfg)  # compiles and runs; run again for a warm steady-state time
+    ds = simulation.simulate(cfg)
+    solver = cfg["dynamics"]["solver"]
+    return {
+        "contender": label,
+        "solver": solver,
+        "rtol": cfg["dynamics"]["rtol"],
+        "dt0": cfg["dynamics"].get("dt0"),
+        "error": error(state(ds), reference),
+        "seconds": ds.attrs["run_seconds"],
+        "compile_seconds": ds.attrs["compile_seconds"],
+        "evaluations": int(ds["num_steps"].max()) * STAGES[solver],
+        "status_ok": int((ds["status"] == "ok").sum()),
+    }
+
+
+def flat_problem(inits: int):
+    """(y0 (B, P), vector field on (B, P), unflatten) for the reference problem, float64."""
+    cfg = simulation.as_config(config(inits, 1.0, "tsit5", 1e-6))
+    model = simulation.build_model(cfg)
+    params = jax.vmap(model.init)(jax.random.split(jax.random.PRNGKey(cfg.init.seed), inits))
+    flat, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda x: x[0], params))
+    y0 = jax.vmap(lambda p: jax.flatten_util.ravel_pytree(p)[0])(params)
+    grad = jax.grad(lambda y: model.loss(unravel(y)))
+    return y0, jax.vmap(lambda y: -grad(y)), grad, unravel, flat.size
+
+
+def joint_row(inits: int, t1: float, rtol: float, reference: np.ndarray) -> dict:
+    """diffrax Tsit5 on the whole batch as one ODE; error norm = max over inits of the RMS."""
+    y0, field, *_ = flat_problem(inits)
+
+    def per_init_rms(err):
+        return jnp.max(jnp.sqrt(jnp.mean(err**2, axis=1)))
+
+    @jax.jit
+    def solve(y0):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, y, args: field(y)), diffrax.Tsit5(), 0.0, t1, None, y0,
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol / 100,
+                                                      norm=per_init_rms, dtmin=None),
+            saveat=diffrax.SaveAt(t1=True), max_steps=200_000, throw=False,
+        )  # fmt: skip
+        return sol.ys[-1], sol.stats["num_steps"]
+
+    start = time.perf_counter()
+    jax.block_until_ready(solve(y0))
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    final, steps = jax.block_until_ready(solve(y0))
+    return {"contender": "diffrax Tsit5, batch as one ODE", "solver": "tsit5", "rtol": rtol,
+            "error": error(np.asarray(final), reference), "seconds": time.perf_counter() - start,
+            "compile_seconds": compile_seconds - (time.perf_counter() - start),
+            "evaluations": int(steps) * 6}  # fmt: skip
+
+
+def torch_rows(inits: int, t1: float, tolerances: list[float], reference: np.ndarray) -> list:
+    """torchdiffeq dopri5 and torchode Tsit5 on the same batch (the same initial values)."""
+    import torch
+    import torchdiffeq
+    import torchode
+
+    y0_jax, _, grad, _, _ = flat_problem(inits)
+    torch.set_default_dtype(torch.float64)
+    K, D, PER = 10, 32, 20
+    N, lam = K * PER, 5e-3
+    labels = torch.arange(K).repeat_interleave(PER)
+    y0 = torch.tensor(np.asarray(y0_jax))
+    counter = {"calls": 0}
+
+    def field(t, y):  # y (B, P) laid out as gflow's ravel of {"H", "W", "b"} (sorted keys)
+        counter["calls"] += 1
+        with torch.enable_grad():
+            y = y.detach().requires_grad_()
+            H = y[:, : N * D].reshape(-1, N, D)
+            W = y[:, N * D : N * D + K * D].reshape(-1, K, D)
+            b = y[:, N * D + K * D :].reshape(-1, 1, K)
+            logits = torch.bmm(H, W.transpose(1, 2)) + b
+            fit = torch.nn.functional.cross_entropy(logits.reshape(-1, K), labels.repeat(len(y)))
+            loss = fit * len(y) + lam / 2 * (y**2).sum()
+            (g,) = torch.autograd.grad(loss, y)
+        return -g
+
+    # the same vector field as gflow's, checked once
+    check = field(0.0, y0[:1]).numpy()[0]
+    assert np.allclose(check, -np.asarray(grad(y0_jax[0])), rtol=1e-10, atol=1e-14)
+    rows = []
+    for rtol in tolerances:
+        counter["calls"] = 0
+        start = time.perf_counter()
+        out = torchdiffeq.odeint(field, y0, torch.tensor([0.0, t1]), rtol=rtol, atol=rtol / 100,
+                                 method="dopri5")  # fmt: skip
+        rows.append(
+            {
+                "contender": "torchdiffeq dopri5",
+                "solver": "dopri5",
+                "rtol": rtol,
+                "error": error(out[-1].numpy(), reference),
+                "seconds": time.perf_counter() - start,
+                "evaluations": counter["calls"],
+            }
+        )
+        term = torchode.ODETerm(field)
+        method = torchode.Tsit5(term=term)
+        controller = torchode.IntegralController(atol=rtol / 100, rtol=rtol, term=term)
+        solver = torchode.AutoDiffAdjoint(method, controller)
+        problem = torchode.InitialValueProblem(y0=y0, t_start=torch.zeros(len(y0)),
+                                               t_end=torch.full((len(y0),), t1))  # fmt: skip
+        counter["calls"] = 0
+        start = time.perf_counter()
+        sol = solver.solve(problem)
+        rows.append({"contender": "torchode Tsit5", "solver": "tsit5", "rtol": rtol,
+                     "error": error(sol.ys[:, -1].numpy(), reference),
+                     "seconds": time.perf_counter() - start,
+                     "evaluations": int(sol.stats["n_f_evals"].max())})  # fmt: skip
+        print(rows[-2], rows[-1], sep="\n", flush=True)
+    return rows
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True, sharey=True)
+    contenders = dict.fromkeys(row["contender"] for row in record["rows"])
+    for index, name in enumerate(contenders):
+        rows = sorted(
+            (r for r in record["rows"] if r["contender"] == name), key=lambda r: r["error"]
+        )
+        style = dict(marker="os^vD<>ph*"[index % 10], label=name, color=f"C{index}")
+        axes[0].plot([r["seconds"] for r in rows], [r["error"] for r in rows], **style)
+        axes[1].plot([r["evaluations"] for r in rows], [r["error"] for r in rows], **style)
+    axes[0].set(xscale="log", yscale="log", xlabel="wall time, steady state (s)",
+                ylabel="relative error of the state at t1 (max over inits)")  # fmt: skip
+    axes[1].set(xscale="log", xlabel="vector-field evaluations (per init)")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"UFM-CE gradient flow to t1 = {record['t1']:g}, B = {record['inits']}, float64")
+    fig.savefig(path, dpi=150)
+    fig.savefig(path.with_suffix(".pdf"))
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inits", type=int, default=64)
+    parser.add_argument("--t1", type=float, default=5000.0)
+    parser.add_argument("--quick", action="store_true", help="one tolerance, Tsit5 only, no torch")
+    parser.add_argument("--out", type=Path, default=RESULTS / "work_precision.json")
+    args = parser.parse_args()
+    tolerances = [1e-6] if args.quick else [1e-4, 1e-6, 1e-8]
+    ref = simulation.simulate(config(args.inits, args.t1, "dopri8", 1e-12))
+    reference = state(ref)
+    rows = []
+    solvers = ["tsit5"] if args.quick else ["bosh3", "tsit5", "dopri5", "dopri8", "kvaerno5"]
+    for solver in solvers:
+        for rtol in tolerances[:2] if solver == "kvaerno5" else tolerances:
+            rows.append(gflow_row(config(args.inits, args.t1, solver, rtol), reference,
+                                  f"gflow {solver}"))  # fmt: skip
+            print(rows[-1], flush=True)
+    if not args.quick:
+        for solver, steps in (("euler", (1.0, 0.25)), ("heun", (2.0, 1.0, 0.5))):
+            for dt in steps:
+                cfg = config(args.inits, args.t1, solver, 1e-6, dt0=dt)
+                rows.append(gflow_row(cfg, reference, f"gflow {solver} (fixed dt)"))
+                print(rows[-1], flush=True)
+    for rtol in tolerances:
+        rows.append(joint_row(args.inits, args.t1, rtol, reference))
+        print(rows[-1], flush=True)
+    if not args.quick:
+        rows += torch_rows(args.inits, args.t1, tolerances, reference)
+    record = {
+        "benchmark": "work_precision",
+        "machine": bench.machine(),
+        "inits": args.inits,
+        "t1": args.t1,
+        "reference": "diffrax dopri8 rtol 1e-12 atol 1e-14",
+        "reference_W_norm_sq": float(ref["W_norm_sq"].values[:, -1].mean()),
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    plot(record, args.out.with_suffix(".png"))
+    print(f"recorded: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

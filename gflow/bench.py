@@ -1,0 +1,132 @@
+"""Steady-state speed of gflow on this machine: GD throughput and the hardware ceilings.
+
+The reference problem (issue 6) is UFM-CE with K=10, d=32, n=20, lambda = 5e-3, init scale 0.1,
+float32, SGD at lr 0.1 for 2,000 steps. Throughput is init-steps per second of the compiled run
+(``run_seconds`` of the results; compilation is timed apart). One GD step costs
+3 * 2 N d K = 384,000 flop (the three products H W^T, G^T H, G W), which with the measured peak
+matmul rate gives the compute roofline.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def reference_config(inits: int, steps: int = 2000, precision: str = "float32") -> dict:
+    """The issue-6 reference GD problem as a config mapping (saves the state 5 times)."""
+    return {
+        "model": {"name": "ufm-ce", "classes": 10, "dim": 32, "per_class": 20,
+                  "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3},
+        "dynamics": {"kind": "gd", "optimizer": "sgd", "lr": 0.1, "steps": steps, "saves": 5},
+        "init": {"count": inits, "seed": 0, "scale": 0.1},
+        "run": {"precision": precision},
+    }  # fmt: skip
+
+
+def step_flops(cfg: dict) -> float:
+    """Multiply-adds of one UFM GD step, times 2: the three (N, d, K) products."""
+    m = cfg["model"]
+    return 3 * 2 * m["classes"] * m["per_class"] * m["dim"] * m["classes"]
+
+
+def gd_throughput(cfg: dict, repeats: int = 2) -> dict[str, Any]:
+    """Compile once, run ``repeats`` times; the best run gives init-steps per second."""
+    from gflow import simulation
+
+    runs = [simulation.simulate(cfg) for _ in range(repeats)]
+    count, steps = cfg["init"]["count"], cfg["dynamics"]["steps"]
+    best = min(ds.attrs["run_seconds"] for ds in runs)
+    return {
+        "inits": count,
+        "steps": steps,
+        "compile_seconds": runs[0].attrs["compile_seconds"],
+        "run_seconds": best,
+        "init_steps_per_second": count * steps / best,
+        "gflops": count * steps * step_flops(cfg) / best / 1e9,
+        "status_ok": int((runs[-1]["status"] == "ok").sum()),
+    }
+
+
+def _best_seconds(fn, repeats: int = 3) -> float:
+    jax.block_until_ready(fn())
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def peak_matmul_gflops(size: int = 2048, dtype=jnp.float32) -> float:
+    """GFLOP/s of one large dense matmul on the default device (the compute ceiling)."""
+    a = jnp.ones((size, size), dtype)
+    matmul = jax.jit(lambda x: x @ x)
+    return 2 * size**3 / _best_seconds(lambda: matmul(a)) / 1e9
+
+
+def memory_bandwidth_gbs(megabytes: int = 256) -> float:
+    """GB/s of a streaming read + write of ``megabytes`` of float32 (the memory ceiling)."""
+    x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
+    scale = jax.jit(lambda v: v * 1.000001)
+    return 2 * x.nbytes / _best_seconds(lambda: scale(x)) / 1e9
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers were taken: CPU model, cores, devices and library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    device = jax.devices()[0]
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "platform": device.platform,
+        "device_kind": device.device_kind,
+        "devices": jax.device_count(),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run(inits: list[int], steps: int = 2000) -> dict[str, Any]:
+    """GD throughput at each batch size plus the machine's matmul and bandwidth ceilings."""
+    rows = [gd_throughput(reference_config(count, steps)) for count in inits]
+    peak = peak_matmul_gflops()
+    for row in rows:
+        row["roofline_fraction"] = row["gflops"] / peak
+    return {
+        "machine": machine(),
+        "problem": "ufm-ce K=10 d=32 n=20 lambda=5e-3 float32, SGD lr 0.1",
+        "peak_matmul_gflops": peak,
+        "memory_bandwidth_gbs": memory_bandwidth_gbs(),
+        "gd": rows,
+    }
+
+
+def format_table(record: dict[str, Any]) -> str:
+    """The record as a plain-text table."""
+    lines = [
+        f"{record['machine']['cpu']}, {record['machine']['cores']} cores, "
+        f"{record['machine']['devices']} {record['machine']['platform']} device(s)",
+        f"peak matmul {record['peak_matmul_gflops']:.0f} GFLOP/s, "
+        f"memory {record['memory_bandwidth_gbs']:.1f} GB/s",
+        f"{'inits':>7} {'compile s':>10} {'run s':>8} {'init-steps/s':>13} {'GFLOP/s':>8} "
+        f"{'roofline':>8}",
+    ]
+    for row in record["gd"]:
+        lines.append(
+            f"{row['inits']:>7} {row['compile_seconds']:>10.2f} {row['run_seconds']:>8.3f} "
+            f"{row['init_steps_per_second']:>13.3g} {row['gflops']:>8.1f} "
+            f"{100 * row['roofline_fraction']:>7.1f}%"
+        )
+    return "\n".join(lines)
