@@ -24,7 +24,8 @@ def reference_config(inits: int, steps: int = 2000, precision: str = "float32") 
     return {
         "model": {"name": "ufm-ce", "classes": 10, "dim": 32, "per_class": 20,
                   "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3},
-        "dynamics": {"kind": "gd", "optimizer": "sgd", "lr": 0.1, "steps": steps, "saves": 5},
+        "dynamics": {"kind": "gd", "optimizer": "sgd", "lr": 0.1, "steps": steps,
+                     "saves": min(5, steps + 1)},
         "init": {"count": inits, "seed": 0, "scale": 0.1},
         "run": {"precision": precision},
     }  # fmt: skip
