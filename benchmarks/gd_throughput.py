@@ -185,10 +185,7 @@ def main() -> None:
             print(f"whole `gflow run` of {args.process_inits} inits: {cold:.1f} s (cold cache), "
                   f"{warm:.1f} s (warm) against {loop_seconds:.0f} s for the loop "
                   f"({loop_seconds / cold:.0f}x, {loop_seconds / warm:.0f}x)")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    plot(record, args.out.with_suffix(".png"))
-    print(f"recorded: {args.out} and {args.out.with_suffix('.png')}")
+    bench.write_record(record, args.out, plot)
 
 
 if __name__ == "__main__":

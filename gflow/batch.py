@@ -163,17 +163,10 @@ def vectorized(solve: Callable, width: int = 0, progress: bool = False, devices:
 
 
 def batched_solver(
-    model: Model,
-    dynamics: DynamicsConfig,
-    progress: bool = False,
-    observe: Callable | None = None,
-    width: int = 0,
+    model: Model, dynamics: DynamicsConfig, progress: bool = False, observe: Callable | None = None
 ) -> Callable:
-    """jit of :func:`vectorized` solves: (params0, keys) with a leading init axis -> batched
-    Trajectory. The init count must be a multiple of ``width`` (when > 0)."""
-    vector_progress = progress and width > 0
-    solve = solver_for(model, dynamics, progress and not vector_progress, observe)
-    return jax.jit(vectorized(solve, width, vector_progress))
+    """jit(vmap(solve)): (params0, keys) with a leading init axis -> batched Trajectory."""
+    return jax.jit(jax.vmap(solver_for(model, dynamics, progress, observe)))
 
 
 def run_batch(

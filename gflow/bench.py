@@ -114,6 +114,23 @@ def run(inits: list[int], steps: int = 2000) -> dict[str, Any]:
     }
 
 
+def write_record(record: dict[str, Any], out, plot=None) -> None:
+    """Write ``record`` as JSON to ``out`` atomically and, given ``plot(record, path)``, its
+    figure beside it (same name, .png); print where they went."""
+    import json
+    from pathlib import Path
+
+    from gflow.results import write_text
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, json.dumps(record, indent=2) + "\n")
+    print(f"recorded: {out}")
+    if plot is not None:
+        plot(record, out.with_suffix(".png"))
+        print(f"figure: {out.with_suffix('.png')}")
+
+
 def format_table(record: dict[str, Any]) -> str:
     """The record as a plain-text table."""
     lines = [

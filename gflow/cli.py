@@ -58,12 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", help="output folder (default: run.out of the config)")
     sweep.add_argument("--quiet", action="store_true", help="no progress display")
     plot = sub.add_parser("plot", help="draw the figures of a results.nc")
+    plot.add_argument("results", help="path to results.nc")
+    plot.add_argument("--out", help="output folder (default: beside the results file)")
     bench = sub.add_parser("bench", help="GD throughput on the reference problem, this machine")
     bench.add_argument("--inits", type=int, nargs="+", default=[1, 64, 1024])
     bench.add_argument("--steps", type=int, default=2000)
     bench.add_argument("--out", help="also write the record as JSON here")
-    plot.add_argument("results", help="path to results.nc")
-    plot.add_argument("--out", help="output folder (default: beside the results file)")
     return parser
 
 
@@ -97,8 +97,6 @@ def _plot(ds, out: Path) -> None:
 
 
 def _bench(inits: list[int], steps: int, out: str | None) -> None:
-    import json
-
     from gflow import bench
     from gflow.config import ConfigError
 
@@ -107,10 +105,7 @@ def _bench(inits: list[int], steps: int, out: str | None) -> None:
     record = bench.run(inits, steps)
     print(bench.format_table(record))
     if out:
-        from gflow.results import write_text
-
-        write_text(Path(out), json.dumps(record, indent=2) + "\n")
-        print(f"record: {out}")
+        bench.write_record(record, out)
 
 
 def _configure_runtime() -> None:

@@ -64,7 +64,8 @@ def class_labels(counts: tuple[int, ...]) -> np.ndarray:
 
 
 def _margins(logits, onehot, axis: int):
-    """(own logit, z_j - z_y with -inf at j = y, lse = logsumexp_{j != y}(z_j - z_y))."""
+    """(z_j - z_y with -inf at j = y, lse = logsumexp_{j != y}(z_j - z_y)), lse keeping the
+    class axis."""
     own = jnp.sum(onehot * logits, axis=axis, keepdims=True)
     others = jnp.where(onehot > 0, -jnp.inf, logits - own)
     return others, jax.scipy.special.logsumexp(others, axis=axis, keepdims=True)
