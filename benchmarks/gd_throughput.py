@@ -35,18 +35,34 @@ RESULTS = Path(__file__).parent / "results"
 K, D, PER_CLASS, LAM, LR, SCALE = 10, 32, 20, 5e-3, 0.1, 0.1
 
 
-def torch_loop_rate(steps: int, inits: int = 2) -> float:
+def torch_device(requested: str) -> str:
+    """ "auto": the GPU where PyTorch sees one (as a GPU user would run the peers), else the CPU."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def _synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def torch_loop_rate(steps: int, inits: int = 2, device: str = "cpu") -> float:
     """init-steps/s of the per-init loop (torch.optim.SGD on one init at a time)."""
     import torch
 
     torch.manual_seed(0)
-    labels = torch.arange(K).repeat_interleave(PER_CLASS)
+    labels = torch.arange(K, device=device).repeat_interleave(PER_CLASS)
     cross_entropy = torch.nn.CrossEntropyLoss()
 
     def one_init() -> None:
-        W = (SCALE * torch.randn(K, D)).requires_grad_()
-        H = (SCALE * torch.randn(K * PER_CLASS, D)).requires_grad_()
-        b = (SCALE * torch.randn(K)).requires_grad_()
+        W = (SCALE * torch.randn(K, D, device=device)).requires_grad_()
+        H = (SCALE * torch.randn(K * PER_CLASS, D, device=device)).requires_grad_()
+        b = (SCALE * torch.randn(K, device=device)).requires_grad_()
         opt = torch.optim.SGD([W, H, b], lr=LR)
         for _ in range(steps):
             opt.zero_grad()
@@ -56,21 +72,23 @@ def torch_loop_rate(steps: int, inits: int = 2) -> float:
             opt.step()
 
     one_init()  # warm-up
+    _synchronize(device)
     start = time.perf_counter()
     for _ in range(inits):
         one_init()
+    _synchronize(device)
     return inits * steps / (time.perf_counter() - start)
 
 
-def torch_bmm_rate(batch: int, steps: int) -> float:
+def torch_bmm_rate(batch: int, steps: int, device: str = "cpu") -> float:
     """init-steps/s of all ``batch`` inits stacked and stepped together with torch.bmm."""
     import torch
 
     torch.manual_seed(0)
-    labels = torch.arange(K).repeat_interleave(PER_CLASS).repeat(batch)
-    W = (SCALE * torch.randn(batch, K, D)).requires_grad_()
-    H = (SCALE * torch.randn(batch, K * PER_CLASS, D)).requires_grad_()
-    b = (SCALE * torch.randn(batch, 1, K)).requires_grad_()
+    labels = torch.arange(K, device=device).repeat_interleave(PER_CLASS).repeat(batch)
+    W = (SCALE * torch.randn(batch, K, D, device=device)).requires_grad_()
+    H = (SCALE * torch.randn(batch, K * PER_CLASS, D, device=device)).requires_grad_()
+    b = (SCALE * torch.randn(batch, 1, K, device=device)).requires_grad_()
     opt = torch.optim.SGD([W, H, b], lr=LR)
 
     def step() -> None:
@@ -84,9 +102,11 @@ def torch_bmm_rate(batch: int, steps: int) -> float:
 
     for _ in range(5):
         step()
+    _synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    _synchronize(device)
     return batch * steps / (time.perf_counter() - start)
 
 
@@ -147,6 +167,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--bmm-steps", type=int, default=200, help="steps timed for torch bmm")
     parser.add_argument("--no-torch", action="store_true", help="gflow only (no bench extra)")
+    parser.add_argument("--torch-device", default="auto", help="auto: cuda if PyTorch sees one")
     parser.add_argument("--process-inits", type=int, default=1024, help="0: skip `gflow run`")
     parser.add_argument("--out", type=Path, default=RESULTS / "gd_throughput.json")
     args = parser.parse_args()
@@ -158,10 +179,11 @@ def main() -> None:
 
         record["machine"]["torch"] = torch.__version__
         record["machine"]["torch_threads"] = torch.get_num_threads()
-        loop = torch_loop_rate(args.steps)
+        device = record["machine"]["torch_device"] = torch_device(args.torch_device)
+        loop = torch_loop_rate(args.steps, device=device)
         record["torch_loop_rate"] = loop
         record["torch_bmm"] = [
-            {"inits": count, "init_steps_per_second": torch_bmm_rate(count, args.bmm_steps)}
+            {"inits": count, "init_steps_per_second": torch_bmm_rate(count, args.bmm_steps, device)}
             for count in args.inits
             if count > 1
         ]

@@ -119,18 +119,25 @@ def joint_row(inits: int, t1: float, rtol: float, reference: np.ndarray) -> dict
             "compile_seconds": first - seconds, "evaluations": int(steps) * 6}  # fmt: skip
 
 
-def torch_rows(inits: int, t1: float, tolerances: list[float], reference: np.ndarray) -> list:
+def torch_rows(
+    inits: int, t1: float, tolerances: list[float], reference: np.ndarray, device: str = "cpu"
+) -> list:
     """torchdiffeq dopri5 and torchode Tsit5 on the same batch (the same initial values)."""
     import torch
     import torchdiffeq
     import torchode
 
+    def seconds_since(start: float) -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
     y0_jax, _, grad, _, _ = flat_problem(inits)
     torch.set_default_dtype(torch.float64)
     K, D, PER = 10, 32, 20
     N, lam = K * PER, 5e-3
-    labels = torch.arange(K).repeat_interleave(PER)
-    y0 = torch.tensor(np.asarray(y0_jax))
+    labels = torch.arange(K, device=device).repeat_interleave(PER)
+    y0 = torch.tensor(np.asarray(y0_jax), device=device)
     counter = {"calls": 0}
 
     def field(t, y):  # y (B, P) laid out as gflow's ravel of {"H", "W", "b"} (sorted keys)
@@ -147,21 +154,21 @@ def torch_rows(inits: int, t1: float, tolerances: list[float], reference: np.nda
         return -g
 
     # the same vector field as gflow's, checked once
-    check = field(0.0, y0[:1]).numpy()[0]
+    check = field(0.0, y0[:1]).cpu().numpy()[0]
     assert np.allclose(check, -np.asarray(grad(y0_jax[0])), rtol=1e-10, atol=1e-14)
     rows = []
     for rtol in tolerances:
         counter["calls"] = 0
         start = time.perf_counter()
-        out = torchdiffeq.odeint(field, y0, torch.tensor([0.0, t1]), rtol=rtol, atol=rtol / 100,
-                                 method="dopri5")  # fmt: skip
+        ends = torch.tensor([0.0, t1], device=device)
+        out = torchdiffeq.odeint(field, y0, ends, rtol=rtol, atol=rtol / 100, method="dopri5")
         rows.append(
             {
                 "contender": "torchdiffeq dopri5",
                 "solver": "dopri5",
                 "rtol": rtol,
-                "error": error(out[-1].numpy(), reference),
-                "seconds": time.perf_counter() - start,
+                "seconds": seconds_since(start),
+                "error": error(out[-1].cpu().numpy(), reference),
                 "evaluations": counter["calls"],
             }
         )
@@ -169,14 +176,15 @@ def torch_rows(inits: int, t1: float, tolerances: list[float], reference: np.nda
         method = torchode.Tsit5(term=term)
         controller = torchode.IntegralController(atol=rtol / 100, rtol=rtol, term=term)
         solver = torchode.AutoDiffAdjoint(method, controller)
-        problem = torchode.InitialValueProblem(y0=y0, t_start=torch.zeros(len(y0)),
-                                               t_end=torch.full((len(y0),), t1))  # fmt: skip
+        problem = torchode.InitialValueProblem(
+            y0=y0, t_start=torch.zeros(len(y0), device=device),
+            t_end=torch.full((len(y0),), t1, device=device))  # fmt: skip
         counter["calls"] = 0
         start = time.perf_counter()
         sol = solver.solve(problem)
         rows.append({"contender": "torchode Tsit5", "solver": "tsit5", "rtol": rtol,
-                     "error": error(sol.ys[:, -1].numpy(), reference),
-                     "seconds": time.perf_counter() - start,
+                     "seconds": seconds_since(start),
+                     "error": error(sol.ys[:, -1].cpu().numpy(), reference),
                      "evaluations": int(sol.stats["n_f_evals"].max())})  # fmt: skip
         print(rows[-2], rows[-1], sep="\n", flush=True)
     return rows
@@ -214,6 +222,7 @@ def main() -> None:
     parser.add_argument("--inits", type=int, default=64)
     parser.add_argument("--t1", type=float, default=5000.0)
     parser.add_argument("--quick", action="store_true", help="one tolerance, Tsit5 only, no torch")
+    parser.add_argument("--torch-device", default="auto", help="auto: cuda if PyTorch sees one")
     parser.add_argument("--out", type=Path, default=RESULTS / "work_precision.json")
     args = parser.parse_args()
     tolerances = [1e-6] if args.quick else [1e-4, 1e-6, 1e-8]
@@ -241,7 +250,11 @@ def main() -> None:
         rows.append(joint_row(args.inits, args.t1, rtol, reference))
         print(rows[-1], flush=True)
     if not args.quick:
-        rows += torch_rows(args.inits, args.t1, tolerances, reference)
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = device if args.torch_device == "auto" else args.torch_device
+        rows += torch_rows(args.inits, args.t1, tolerances, reference, device)
     record = {
         "benchmark": "work_precision",
         "machine": bench.machine(),

@@ -111,17 +111,20 @@ def noise_keys(seed: int, count: int) -> jax.Array:
     return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1), count)
 
 
-# Inits vectorized together by default: a few GD states stay in cache across their steps
-# (K=10, d=32, n=20 on the 2-core dev box: 8 -> 2.6e5 init-steps/s, all 512 -> 1.3e5); adaptive
-# flows run until the slowest init of a vector finishes, and gain from the widest vectors.
+# Inits vectorized together by default on a CPU: a few GD states stay in cache across their
+# steps (K=10, d=32, n=20 on the 2-core dev box: 8 -> 2.6e5 init-steps/s, all 512 -> 1.3e5).
+# Adaptive flows run until the slowest init of a vector finishes and gain from the widest
+# vectors; an accelerator wants the whole batch in every kernel.
 GD_VECTOR_WIDTH = 8
 
 
-def vector_width(dynamics: DynamicsConfig, requested: int = -1) -> int:
-    """Inits solved together in one vmap (``run.vector_width``; -1: the default), 0 for all."""
+def vector_width(dynamics: DynamicsConfig, requested: int = -1, platform: str | None = None) -> int:
+    """Inits solved together in one vmap (``run.vector_width``; -1: the default for the
+    ``platform``, JAX's default backend if None), 0 for all."""
     if requested > 0:
         return requested
-    return GD_VECTOR_WIDTH if dynamics.kind == "gd" else 0
+    platform = jax.default_backend() if platform is None else platform
+    return GD_VECTOR_WIDTH if dynamics.kind == "gd" and platform == "cpu" else 0
 
 
 def vectorized(solve: Callable, width: int = 0, progress: bool = False, devices: int = 1):

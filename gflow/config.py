@@ -90,7 +90,7 @@ class RunConfig:
     hessian_iters: int = 60  # lanczos steps
     chunk: int = 0  # solve at most this many inits at once (0: all); bounds peak memory
     shard: bool = True  # split the inits of each chunk over all local devices
-    vector_width: int = -1  # inits vectorized together on a device (-1: 8 for gd, all otherwise)
+    vector_width: int = -1  # inits vectorized together per device (-1: 8 for gd on a CPU, else all)
     coordinator: str = ""  # multi-process: "" (single), "auto" (SLURM etc.) or "host:port"
     num_processes: int = 1  # with coordinator = "host:port"
     process_id: int = 0  # this process's index, 0 .. num_processes - 1

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gflow import cli, linalg, simulation
+from gflow import batch, cli, linalg, simulation
 from gflow.config import ConfigError
 from gflow.models import cross_entropy
 
@@ -77,6 +77,15 @@ def test_gd_in_vectors_of_inits_equals_one_vmap():
         assert (ds["status"] == "ok").all()
         for name in ("W", "H", "b", "loss", "nc1"):
             np.testing.assert_allclose(ds[name], whole[name], rtol=1e-13, atol=1e-15)
+
+
+def test_default_vector_width_follows_the_platform():
+    cfg = simulation.as_config(GD)
+    assert batch.vector_width(cfg.dynamics, platform="cpu") == batch.GD_VECTOR_WIDTH
+    assert batch.vector_width(cfg.dynamics, platform="gpu") == 0  # the whole batch per kernel
+    assert batch.vector_width(cfg.dynamics, 4, platform="gpu") == 4  # asked for: kept
+    flow = simulation.as_config({**GD, "dynamics": {"kind": "flow", "t1": 1.0}})
+    assert batch.vector_width(flow.dynamics, platform="cpu") == 0
 
 
 def test_vector_width_must_be_positive_or_default():
