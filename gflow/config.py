@@ -95,6 +95,7 @@ class RunConfig:
     num_processes: int = 1  # with coordinator = "host:port"
     process_id: int = 0  # this process's index, 0 .. num_processes - 1
     connect_timeout: int = 60  # seconds to wait for the other processes to join
+    wait_timeout: int = 86400  # process 0 gives up after this many seconds without a new part
 
 
 @dataclasses.dataclass(frozen=True)
@@ -369,6 +370,7 @@ def validate(cfg: Config) -> None:
             f"{r.num_processes}), got {r.process_id}"
         )
     _at_least("run.connect_timeout", r.connect_timeout, 1)
+    _at_least("run.wait_timeout", r.wait_timeout, 1)
     if r.coordinator not in ("", "auto"):
         host, _, port = r.coordinator.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:

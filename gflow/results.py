@@ -217,15 +217,32 @@ class PartStore:
         return load(self.path(lo, hi))
 
     def wait_for(
-        self, blocks: list[tuple[int, int]], progress: bool = False, poll: float = 0.5
+        self,
+        blocks: list[tuple[int, int]],
+        progress: bool = False,
+        poll: float = 0.5,
+        timeout: float = 86400.0,
     ) -> list[xr.Dataset]:
-        """Load every block, waiting for those other processes are still writing."""
-        waited = False
-        while not all(self.has(*b) for b in blocks):
-            if progress and not waited:
-                print("gflow: waiting for the other processes' parts", file=sys.stderr)
-                waited = True
+        """Load every block, waiting for those other processes are still writing; raise
+        TimeoutError after ``timeout`` seconds in which no new block appeared."""
+        missing = [b for b in blocks if not self.has(*b)]
+        last_news = time.monotonic()
+        if progress and missing:
+            print("gflow: waiting for the other processes' parts", file=sys.stderr)
+        while missing:
             time.sleep(poll)
+            still = [b for b in missing if not self.has(*b)]
+            if len(still) < len(missing):
+                last_news = time.monotonic()
+            elif time.monotonic() - last_news > timeout:
+                named = ", ".join(f"{lo}-{hi - 1}" for lo, hi in still[:4])
+                more = f" and {len(still) - 4} more" if len(still) > 4 else ""
+                raise TimeoutError(
+                    f"run.wait_timeout: no new part in {timeout:g} s; inits {named}{more} are "
+                    f"missing from {self.folder}; run the same config again to resume (finished "
+                    "parts are kept)"
+                )
+            missing = still
         return [self.load(*b) for b in blocks]
 
     def remove(self) -> None:

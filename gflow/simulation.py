@@ -248,7 +248,7 @@ def run(
             *distributed.process_block(cfg.init.count, p, total), cfg.run.chunk
         )
     ]
-    ds = results.join(parts.wait_for(every, progress=progress))
+    ds = results.join(parts.wait_for(every, progress=progress, timeout=cfg.run.wait_timeout))
     path = results.save(ds, out / "results.nc")
     parts.remove()
     return ds, path
@@ -259,6 +259,6 @@ def fingerprint(cfg: Config) -> str:
     goes, progress, sharding, process layout): runs with equal fingerprints may share parts."""
     neutral = dict(
         out=".", progress=False, shard=True, coordinator="", num_processes=1, process_id=0,
-        connect_timeout=60,
+        connect_timeout=60, wait_timeout=86400,
     )  # fmt: skip
     return config_mod.dumps(cfg.replace(run=neutral))

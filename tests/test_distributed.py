@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -56,6 +57,19 @@ def test_chunked_run_is_bit_identical_and_resumes(whole, tmp_path):
     assert np.all(ds.loss.isel(init=[0, 1]).values == -1.0)  # not recomputed
     same_numbers(ds.isel(init=slice(2, None)), whole.isel(init=slice(2, None)))
     assert ds.sizes["init"] == 5
+
+
+def test_waiting_for_parts_that_never_come_times_out(whole, tmp_path):
+    parts = results.PartStore(tmp_path / "parts", "fingerprint")
+    parts.save(whole.isel(init=slice(0, 2)))
+    start = time.monotonic()
+    with pytest.raises(
+        TimeoutError, match=r"^run\.wait_timeout: no new part in 0\.3 s; inits 2-4 "
+    ):
+        parts.wait_for([(0, 2), (2, 5)], poll=0.05, timeout=0.3)
+    assert time.monotonic() - start < 5
+    (loaded,) = parts.wait_for([(0, 2)], timeout=0.3)  # present blocks load at once
+    same_numbers(loaded, whole.isel(init=slice(0, 2)))
 
 
 def test_parts_of_another_config_are_refused(tmp_path):
