@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 LINT_DIRS := $(wildcard gflow tests benchmarks notebooks)
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test bench gallery lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/gflow demo --out runs/demo
 
+# The tests and the notebooks (nbmake, headless), on 2 workers; compiled solves are shared
+# between tests through a JAX compilation cache that lives as long as the run.
 test: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m pytest -q
+	cache=$$(mktemp -d) && GFLOW_TEST_JAX_CACHE=$$cache GFLOW_HEADLESS=1 MPLBACKEND=Agg \
+	  $(BIN)/python -m pytest -q -n 2 --nbmake tests notebooks; rc=$$?; rm -rf $$cache; exit $$rc
 
 # The benchmark suite (minutes): installs the PyTorch peers (extra "bench"), records figures in
 # benchmarks/results/.
@@ -27,6 +30,13 @@ bench: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python benchmarks/work_precision.py
 	MPLBACKEND=Agg $(BIN)/python benchmarks/scaling.py
 	MPLBACKEND=Agg $(BIN)/python benchmarks/sharding.py
+
+# README's gallery: the demo's figures and the notebooks' (run headless), as PNG
+gallery: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/gflow demo --quiet --out runs/demo
+	mkdir -p notebooks/gallery && cp runs/demo/trajectories.png runs/demo/gram.png notebooks/gallery/
+	cd notebooks && for nb in 0*.py; do GFLOW_FIGURES=gallery GFLOW_HEADLESS=1 MPLBACKEND=Agg \
+	  ../$(BIN)/python $$nb > /dev/null || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)

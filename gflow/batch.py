@@ -49,9 +49,12 @@ def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
     return np.linspace(0.0, end, n)
 
 
-def observer(model: Model, hessian: str = "none", hessian_iters: int = 60) -> Callable:
+def observer(
+    model: Model, hessian: str = "none", hessian_iters: int = 60, geometry: bool = False
+) -> Callable:
     """params -> {"loss", every metric of :func:`gflow.metrics.evaluate`, the model's own
-    observables}: what is saved at each time."""
+    observables}: what is saved at each time. ``geometry`` adds the classifier ``W_path``
+    and the class means ``means_path``, each (K, d)."""
 
     def observe(params):
         W, H, b, labels = model.readout(params)
@@ -59,6 +62,8 @@ def observer(model: Model, hessian: str = "none", hessian_iters: int = 60) -> Ca
             "loss": model.loss(params),
             **metrics.evaluate(W, H, b, labels, model.num_classes),
         }
+        if geometry:
+            values.update(W_path=W, means_path=metrics.class_means(H, labels, model.num_classes))
         if model.observables is not None:
             values.update(model.observables(params))
         if hessian != "none":

@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 ds = results.load(path)
             except Exception as err:  # noqa: BLE001
-                raise ConfigError(f"results: {path} is not a gflow results.nc: {err}") from None
+                raise ConfigError(
+                    f"results: {path} is not a netCDF results file of gflow "
+                    f"({type(err).__name__}: {str(err).splitlines()[0][:80]})"
+                ) from None
             _plot(ds, Path(args.out) if args.out else path.parent)
     except ConfigError as err:
         print(f"gflow: error: {err}", file=sys.stderr)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 MODEL_NAMES = (
     "ufm-ce", "ufm-mse", "ulpm", "extended-ufm", "deep-linear", "wide-net", "le-ode", "le-sde",
@@ -88,6 +87,7 @@ class RunConfig:
     progress: bool = False
     hessian: str = "none"  # none | dense | lanczos: save the extreme Hessian eigenvalues
     hessian_iters: int = 60  # lanczos steps
+    save_geometry: bool = False  # save W and the class means at every saved time (explorer)
     chunk: int = 0  # solve at most this many inits at once (0: all); bounds peak memory
     shard: bool = True  # split the inits of each chunk over all local devices
     vector_width: int = -1  # inits vectorized together per device (-1: 8 for gd on a CPU, else all)
@@ -356,6 +356,10 @@ def validate(cfg: Config) -> None:
     _one_of("run.precision", r.precision, PRECISIONS)
     _one_of("run.hessian", r.hessian, HESSIAN_METHODS)
     _at_least("run.hessian_iters", r.hessian_iters, 2)
+    if not r.out.strip():
+        raise ConfigError("run.out: must name a folder, got an empty string")
+    if Path(r.out).is_file():
+        raise ConfigError(f"run.out: {r.out} is a file; give a folder (results.nc goes in it)")
     if not r.out:
         raise ConfigError("run.out: must be a folder path, got an empty string")
     _at_least("run.chunk", r.chunk, 0)
@@ -383,6 +387,10 @@ def _check_elastic(m: ModelConfig, d: DynamicsConfig, r: RunConfig) -> None:
     """LE-ODE / LE-SDE: impacts, feature dimension, and dynamics that follow a drift."""
     _positive("model.alpha", m.alpha)
     _at_least("model.beta", m.beta, 0.0)
+    if m.init_margin == 0:
+        raise ConfigError(
+            "model.init_margin: must be nonzero (margins are followed relative to it)"
+        )
     if m.dim != m.classes:
         raise ConfigError(
             f"model.dim: {m.name} features are the K logits, so dim must equal classes "

@@ -114,6 +114,105 @@ def plot_gram(ds: xr.Dataset, init: int = 0) -> plt.Figure:
     return fig
 
 
+def plot_matrices(matrices: dict[str, np.ndarray], label: str = "value") -> plt.Figure:
+    """Matrices side by side on one symmetric colour scale (rows and columns: classes)."""
+    lim = max(float(np.abs(m).max()) for m in matrices.values()) or 1.0
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(
+            1, len(matrices), figsize=(3.3 * len(matrices) + 0.8, 3.3), layout="constrained"
+        )
+        for ax, (title, mat) in zip(np.atleast_1d(axes), matrices.items(), strict=True):
+            im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.set(title=title, xlabel="class", ylabel="class")
+            ax.grid(False)
+        fig.colorbar(im, ax=axes, shrink=0.85, label=label)
+    return fig
+
+
+def class_colors(num_classes: int) -> list:
+    """One colour per class, the same in every figure (tab10, tab20, then a viridis ramp)."""
+    if num_classes <= 10:
+        return [plt.get_cmap("tab10")(k) for k in range(num_classes)]
+    if num_classes <= 20:
+        return [plt.get_cmap("tab20")(k) for k in range(num_classes)]
+    return [plt.get_cmap("viridis")(k / (num_classes - 1)) for k in range(num_classes)]
+
+
+def _geometry(ds: xr.Dataset, init: int) -> tuple[np.ndarray, np.ndarray]:
+    if "W_path" not in ds or "means_path" not in ds:
+        raise ValueError("results: no W_path/means_path to draw; run with run.save_geometry = true")
+    means = ds.means_path.isel(init=init).values  # (time, K, d)
+    return means - means.mean(axis=1, keepdims=True), ds.W_path.isel(init=init).values
+
+
+def principal_projection(ds: xr.Dataset, init: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Centred class means and classifier rows of one init at every saved time, projected on
+    the top two principal directions of their final values stacked: two (time, K, 2) arrays.
+    One basis for all times, so motion between snapshots is motion of the geometry."""
+    means, W = _geometry(ds, init)
+    final = np.concatenate([means[-1], W[-1]])
+    _, _, vt = np.linalg.svd(final, full_matrices=False)
+    basis = vt[:2].T  # (d, 2)
+    return means @ basis, W @ basis
+
+
+def plot_snapshot(ds: xr.Dataset, time_index: int = -1, init: int = 0, ax=None) -> plt.Figure:
+    """Class means (dots) and classifier rows (arrows) of one init at one saved time, in the
+    final principal plane, each scaled by its largest norm at that time (so early, small
+    states stay visible); one colour per class."""
+    means, W = principal_projection(ds, init)
+    colors = class_colors(means.shape[1])
+    with plt.rc_context(_STYLE):
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(3.4, 3.4), layout="constrained")
+        fig = ax.figure
+        m, w = means[time_index], W[time_index]
+        m = m / (np.linalg.norm(m, axis=1).max() or 1.0)
+        w = w / (np.linalg.norm(w, axis=1).max() or 1.0)
+        for k, color in enumerate(colors):
+            ax.annotate("", xy=w[k], xytext=(0, 0),
+                        arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.2})  # fmt: skip
+            ax.plot(*m[k], "o", color=color, ms=6, mec="white", mew=0.6, label=f"class {k}")
+        ax.set(xlim=(-1.15, 1.15), ylim=(-1.15, 1.15), aspect="equal",
+               xlabel="principal direction 1", ylabel="principal direction 2")  # fmt: skip
+        t = ds.time.values[time_index]
+        ax.set_title(f"{ds.time.attrs.get('long_name', 'time')} {t:.3g}")
+    return fig
+
+
+def plot_snapshot_grid(ds: xr.Dataset, count: int = 6, init: int = 0) -> plt.Figure:
+    """``count`` snapshots (:func:`plot_snapshot`) at saved times spread over the run."""
+    indices = np.unique(np.linspace(0, ds.sizes["time"] - 1, count).round().astype(int))
+    with plt.rc_context(_STYLE):
+        cols = min(3, len(indices))
+        rows = -(-len(indices) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), layout="constrained")
+        axes = np.atleast_1d(axes).ravel()
+        for ax, index in zip(axes, indices, strict=False):
+            plot_snapshot(ds, int(index), init, ax=ax)
+        for ax in axes[len(indices) :]:
+            ax.set_visible(False)
+        fig.suptitle(f"class means (dots) and classifier rows (arrows), init {init}")
+    return fig
+
+
+def explorer(ds: xr.Dataset, init: int = 0):
+    """An ipywidgets slider over the saved times that redraws :func:`plot_snapshot` (for a live
+    notebook kernel; needs ipywidgets). Returns the ``ipywidgets.interactive`` widget."""
+    import ipywidgets
+    from IPython.display import display
+
+    def draw(time_index: int) -> None:
+        fig = plot_snapshot(ds, time_index, init)
+        display(fig)
+        plt.close(fig)
+
+    slider = ipywidgets.IntSlider(
+        value=ds.sizes["time"] - 1, min=0, max=ds.sizes["time"] - 1, description="saved time"
+    )
+    return ipywidgets.interactive(draw, time_index=slider)
+
+
 def plot_margin(ds: xr.Dataset) -> plt.Figure:
     """ULPM: normalized margin (with its limit 1/(sqrt(n)(K-1))) and KKT residual vs time,
     both on log time; median and 10-90% band across inits. Needs ``kkt_residual``."""

@@ -94,7 +94,10 @@ def to_dataset(
     traj = jax.tree.map(np.asarray, traj)
     W, H, b, labels = jax.vmap(model.readout)(traj.final)
     count = np.asarray(W).shape[0]
-    data = {name: (("init", "time"), values) for name, values in traj.observed.items()}
+    data = {
+        name: (("init", "time", "class", "feature")[: np.ndim(values)], values)
+        for name, values in traj.observed.items()
+    }  # scalars per time; with run.save_geometry also W_path and means_path, (K, d) per time
     data.update(
         W=(("init", "class", "feature"), np.asarray(W)),
         H=(("init", "sample", "feature"), np.asarray(H)),
@@ -129,7 +132,7 @@ def to_dataset(
         "precision": cfg.run.precision,
         "compile_seconds": float(compile_seconds),
         "run_seconds": float(run_seconds),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **theory_attrs(model, cfg),
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)

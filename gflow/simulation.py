@@ -66,9 +66,12 @@ def set_precision(precision: str) -> jnp.dtype:
 def load_initial_params(path: str | Path, model: Model, count: int, dtype) -> dict:
     """Read W, H (and b) from an .npz, with or without a leading init axis, checking shapes."""
     try:
-        arrays = dict(np.load(path))
+        arrays = dict(np.load(path))  # allow_pickle stays off: no code runs from the file
     except Exception as err:  # noqa: BLE001 -- any unreadable file is a config problem
-        raise ConfigError(f"init.from: cannot read {path} as .npz: {err}") from None
+        raise ConfigError(
+            f"init.from: {path} is not an .npz of arrays W, H, b (numpy.savez; "
+            f"{type(err).__name__})"
+        ) from None
     K, d, N = model.num_classes, model.dim, len(model.labels)
     expected = {"W": (K, d), "H": (N, d)}
     if model.bias:
@@ -149,7 +152,7 @@ def solve_blocks(
     all_keys = noise_keys(cfg.init.seed, cfg.init.count)
     initial = block_initializer(cfg, model, dtype)
     times = save_grid(cfg.dynamics)
-    observe = observer(model, cfg.run.hessian, cfg.run.hessian_iters)
+    observe = observer(model, cfg.run.hessian, cfg.run.hessian_iters, cfg.run.save_geometry)
     solve = vectorized(
         solver_for(model, cfg.dynamics, progress and not vector, observe),
         vector,

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import itertools
 import sys
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 import xarray as xr
 
 from gflow import config as config_mod

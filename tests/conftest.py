@@ -7,6 +7,11 @@ import jax
 jax.config.update("jax_enable_x64", True)
 # hermetic runs: the CLI's persistent compilation cache stays off unless a test turns it on
 os.environ["GFLOW_CACHE_DIR"] = "off"
+# `make test` shares compiled solves between tests (and its workers) through a cache that lives
+# as long as the run; the CLI's own cache stays off
+if os.environ.get("GFLOW_TEST_JAX_CACHE"):
+    jax.config.update("jax_compilation_cache_dir", os.environ["GFLOW_TEST_JAX_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

@@ -180,7 +180,7 @@ def test_init_from_not_an_npz(tmp_path, capsys):
         "scale = 0.1", f'scale = 0.1\nfrom = "{tmp_path / "start.npz"}"'
     )
     assert cli.main(["run", write_config(tmp_path, text), "--quiet"]) == 2
-    assert "init.from: cannot read" in capsys.readouterr().err
+    assert "is not an .npz of arrays W, H, b" in capsys.readouterr().err
 
 
 def test_plot_of_a_missing_or_foreign_file(tmp_path, capsys):
@@ -188,7 +188,7 @@ def test_plot_of_a_missing_or_foreign_file(tmp_path, capsys):
     (tmp_path / "x.nc").write_text("hello")
     assert cli.main(["plot", str(tmp_path / "x.nc")]) == 2
     err = capsys.readouterr().err
-    assert "results: file not found" in err and "is not a gflow results.nc" in err
+    assert "results: file not found" in err and "is not a netCDF results file of gflow" in err
 
 
 def test_nan_inits_are_marked_and_the_others_finish(tmp_path):

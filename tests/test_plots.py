@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from gflow import plots, simulation  # noqa: E402
@@ -15,6 +16,7 @@ def dataset():
         "model": {"name": "ufm-ce", "classes": 4, "dim": 5, "per_class": 2},
         "dynamics": {"t1": 2000.0, "rtol": 1e-6, "atol": 1e-8, "saves": 12},
         "init": {"count": 5},
+        "run": {"save_geometry": True},
     }
     return simulation.simulate(cfg)
 
@@ -62,3 +64,49 @@ def test_ulpm_results_get_the_margin_figure(tmp_path):
                for line in left.get_lines() if len(line.get_ydata()) == 2)  # fmt: skip
     names = sorted(p.name for p in plots.save_figures(ds, tmp_path))
     assert "margin.png" in names and "margin.pdf" in names
+
+
+def test_saved_geometry_is_the_state_at_each_saved_time(dataset):
+    assert dataset.W_path.dims == ("init", "time", "class", "feature")
+    assert dataset.means_path.shape == (5, 12, 4, 5)
+    np.testing.assert_array_equal(dataset.W_path.isel(time=-1), dataset.W)  # the final state
+    H, labels = dataset.H.values, dataset.labels.values
+    means = np.stack([H[:, labels == k].mean(axis=1) for k in range(4)], axis=1)
+    np.testing.assert_allclose(dataset.means_path.isel(time=-1), means, rtol=1e-5, atol=1e-7)
+
+
+def test_principal_projection_keeps_the_top_two_directions(dataset):
+    means, W = plots.principal_projection(dataset, init=1)
+    assert means.shape == W.shape == (12, 4, 2)
+    centred = dataset.means_path.isel(init=1, time=-1).values
+    centred = centred - centred.mean(axis=0)
+    final = np.concatenate([centred, dataset.W_path.isel(init=1, time=-1).values])
+    top = np.linalg.svd(final, compute_uv=False)[:2]  # the plane holds the two largest
+    projected = np.concatenate([means[-1], W[-1]])
+    np.testing.assert_allclose(np.sum(projected**2), np.sum(top**2), rtol=1e-5)
+
+
+def test_snapshot_grid_and_class_colours(dataset):
+    fig = plots.plot_snapshot_grid(dataset, count=4)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 4
+    assert all(ax.get_xlabel() == "principal direction 1" for ax in visible)
+    assert visible[0].get_title() == "flow time 0"
+    colours = plots.class_colors(4)
+    assert len(set(colours)) == 4 and colours == plots.class_colors(4)
+    dots = [line for line in visible[-1].get_lines() if line.get_marker() == "o"]
+    assert [line.get_color() for line in dots] == colours  # class k drawn in colour k
+
+
+def test_explorer_slider_redraws_any_saved_time(dataset):
+    pytest.importorskip("ipywidgets")
+    widget = plots.explorer(dataset)
+    (slider,) = [c for c in widget.children if hasattr(c, "max")]
+    assert (slider.min, slider.max, slider.value) == (0, 11, 11)
+    slider.value = 3  # redraws without error
+    assert widget.kwargs == {"time_index": 3}
+
+
+def test_snapshot_without_saved_geometry_says_how_to_get_it(dataset):
+    with pytest.raises(ValueError, match=r"run\.save_geometry = true"):
+        plots.plot_snapshot(dataset.drop_vars(["W_path", "means_path"]))
