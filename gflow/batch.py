@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from gflow import metrics
-from gflow.config import DynamicsConfig
+from gflow.config import DynamicsConfig, root_finding
 from gflow.dynamics import gradient_descent, gradient_flow
 from gflow.dynamics.longtime import log_time_flow, loss_time_flow
 from gflow.dynamics.stochastic import noisy_gradient_flow
@@ -116,20 +116,34 @@ def noise_keys(seed: int, count: int) -> jax.Array:
     return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1), count)
 
 
-# Inits vectorized together by default on a CPU: a few GD states stay in cache across their
-# steps (K=10, d=32, n=20 on the 2-core dev box: 8 -> 2.6e5 init-steps/s, all 512 -> 1.3e5).
-# Adaptive flows run until the slowest init of a vector finishes and gain from the widest
-# vectors; an accelerator wants the whole batch in every kernel.
+# Inits vectorized together by default on a CPU, so that their working set stays in cache.
+# GD: 8 states (K=10, d=32, n=20 on the 2-core dev box: 8 -> 2.6e5 init-steps/s, all 512 ->
+# 1.3e5). Adaptive flows keep ~10 copies of the state (stages, error, saves) and a vmapped
+# while loop also selects every buffer at every step, so a vector holds at most
+# FLOW_VECTOR_BYTES of state: one init of the K=10 reference problem (54 kB in float64; 2.5x
+# faster than one vmap of 32), up to 8 small ones (UFM-MSE K=4: 3.9x). An accelerator wants
+# the whole batch in every kernel, and solves that find roots (implicit solvers, stop events)
+# run as one vmap: vectors go through shard_map, under which those root finds fail.
 GD_VECTOR_WIDTH = 8
+FLOW_VECTOR_BYTES = 64 * 1024
 
 
-def vector_width(dynamics: DynamicsConfig, requested: int = -1, platform: str | None = None) -> int:
+def vector_width(
+    dynamics: DynamicsConfig,
+    requested: int = -1,
+    platform: str | None = None,
+    state_bytes: int = 0,
+) -> int:
     """Inits solved together in one vmap (``run.vector_width``; -1: the default for the
-    ``platform``, JAX's default backend if None), 0 for all."""
+    ``platform``, JAX's default backend if None, and one init's ``state_bytes``), 0 for all."""
     if requested > 0:
         return requested
     platform = jax.default_backend() if platform is None else platform
-    return GD_VECTOR_WIDTH if dynamics.kind == "gd" and platform == "cpu" else 0
+    if platform != "cpu" or root_finding(dynamics):
+        return 0
+    if dynamics.kind == "gd":
+        return GD_VECTOR_WIDTH
+    return int(np.clip(FLOW_VECTOR_BYTES // max(state_bytes, 1), 1, GD_VECTOR_WIDTH))
 
 
 def vectorized(solve: Callable, width: int = 0, progress: bool = False, devices: int = 1):

@@ -90,7 +90,7 @@ class RunConfig:
     save_geometry: bool = False  # save W and the class means at every saved time (explorer)
     chunk: int = 0  # solve at most this many inits at once (0: all); bounds peak memory
     shard: bool = True  # split the inits of each chunk over all local devices
-    vector_width: int = -1  # inits vectorized together per device (-1: 8 for gd on a CPU, else all)
+    vector_width: int = -1  # inits vmapped together per device (-1: by state size on CPU)
     coordinator: str = ""  # multi-process: "" (single), "auto" (SLURM etc.) or "host:port"
     num_processes: int = 1  # with coordinator = "host:port"
     process_id: int = 0  # this process's index, 0 .. num_processes - 1
@@ -367,6 +367,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"run.vector_width: must be >= 1, or -1 for the default, got {r.vector_width}"
         )
+    root_find = root_finding(d)
+    if r.vector_width > 0 and root_find:
+        raise ConfigError(
+            f"run.vector_width: {root_find} finds roots inside the solve, which runs as one "
+            "vmap per device; leave vector_width at -1"
+        )
     _at_least("run.num_processes", r.num_processes, 1)
     if not 0 <= r.process_id < r.num_processes:
         raise ConfigError(
@@ -381,6 +387,20 @@ def validate(cfg: Config) -> None:
             raise ConfigError(
                 f'run.coordinator: expected "host:port", "auto" or "", got {r.coordinator!r}'
             )
+
+
+def root_finding(d: DynamicsConfig) -> str:
+    """What in a flow solves for roots (optimistix Newton inside diffrax: an implicit solver or a
+    stop event), or "". Such solves cannot run under shard_map, so not in vectors of inits."""
+    from gflow.dynamics.flow import IMPLICIT_SOLVERS
+
+    if d.kind != "flow":
+        return ""
+    if d.solver in IMPLICIT_SOLVERS:
+        return f"the implicit solver {d.solver}"
+    if d.stop_grad_tol is not None:
+        return "the stop event of stop_grad_tol"
+    return "the stop event of reparam = 'loss'" if d.reparam == "loss" else ""
 
 
 def _check_elastic(m: ModelConfig, d: DynamicsConfig, r: RunConfig) -> None:

@@ -142,7 +142,9 @@ def solve_blocks(
     dtype = set_precision(cfg.run.precision)
     mesh = distributed.local_mesh() if cfg.run.shard else None
     devices = 1 if mesh is None else mesh.size
-    vector = vector_width(cfg.dynamics, cfg.run.vector_width)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    state_bytes = sum(x.size * np.dtype(dtype).itemsize for x in jax.tree.leaves(shapes))
+    vector = vector_width(cfg.dynamics, cfg.run.vector_width, state_bytes=state_bytes)
     widest = max(hi - lo for lo, hi in blocks)
     if vector:
         vector = min(vector, -(-widest // devices))

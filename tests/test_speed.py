@@ -2,6 +2,7 @@
 loss (gradient and Hessian), GD in vectors of a few inits equals one vmap, batched LAPACK calls
 no longer deadlock on several host devices; and the benchmarks smoke-run at tiny sizes."""
 
+import dataclasses
 import json
 import os
 import runpy
@@ -84,8 +85,15 @@ def test_default_vector_width_follows_the_platform():
     assert batch.vector_width(cfg.dynamics, platform="cpu") == batch.GD_VECTOR_WIDTH
     assert batch.vector_width(cfg.dynamics, platform="gpu") == 0  # the whole batch per kernel
     assert batch.vector_width(cfg.dynamics, 4, platform="gpu") == 4  # asked for: kept
-    flow = simulation.as_config({**GD, "dynamics": {"kind": "flow", "t1": 1.0}})
-    assert batch.vector_width(flow.dynamics, platform="cpu") == 0
+    flow = simulation.as_config({**GD, "dynamics": {"kind": "flow", "t1": 1.0}}).dynamics
+    # on a CPU a flow's vector holds at most FLOW_VECTOR_BYTES of state, 1 to 8 inits
+    assert batch.vector_width(flow, platform="cpu", state_bytes=53_840) == 1  # K=10 reference
+    assert batch.vector_width(flow, platform="cpu", state_bytes=16_000) == 4
+    assert batch.vector_width(flow, platform="cpu", state_bytes=1_600) == 8
+    assert batch.vector_width(flow, platform="gpu", state_bytes=1_600) == 0
+    for root_finding in ({"solver": "kvaerno5"}, {"stop_grad_tol": 1e-6}, {"reparam": "loss"}):
+        dynamics = dataclasses.replace(flow, **root_finding)
+        assert batch.vector_width(dynamics, platform="cpu", state_bytes=1_600) == 0
 
 
 def test_vector_width_must_be_positive_or_default():

@@ -35,6 +35,9 @@ SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "kvaerno4": diffrax.Kvaerno4,
     "kvaerno5": diffrax.Kvaerno5,
 }
+IMPLICIT_SOLVERS = frozenset(
+    name for name, cls in SOLVERS.items() if issubclass(cls, diffrax.AbstractImplicitSolver)
+)
 FIXED_STEP_SOLVERS = frozenset(
     name for name, cls in SOLVERS.items() if not issubclass(cls, diffrax.AbstractAdaptiveSolver)
 )
