@@ -83,6 +83,7 @@ class InitConfig:
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     precision: str = "float32"
+    matmul_precision: str = "highest"  # accelerators: highest (full float32) | high | default
     out: str = "runs/gflow"
     progress: bool = False
     hessian: str = "none"  # none | dense | lanczos: save the extreme Hessian eigenvalues
@@ -356,6 +357,7 @@ def validate(cfg: Config) -> None:
     _one_of("run.precision", r.precision, PRECISIONS)
     _one_of("run.hessian", r.hessian, HESSIAN_METHODS)
     _at_least("run.hessian_iters", r.hessian_iters, 2)
+    _one_of("run.matmul_precision", r.matmul_precision, ("highest", "high", "default"))
     if not r.out.strip():
         raise ConfigError("run.out: must name a folder, got an empty string")
     if Path(r.out).is_file():

@@ -25,8 +25,11 @@ Scalar = Float[Array, ""]
 
 def class_means(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int):
     """Class means mu_k as rows, shape (K, d)."""
-    sums = jax.ops.segment_sum(H, labels, num_segments=num_classes)
-    counts = jax.ops.segment_sum(jnp.ones_like(labels, H.dtype), labels, num_segments=num_classes)
+    # one-hot average Y^T H / n_k: a matrix product gives the same bits run after run on every
+    # backend (a segment sum's scatter-add uses atomics on GPUs, so its order varies)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=H.dtype)
+    sums = jnp.matmul(onehot.T, H, precision=jax.lax.Precision.HIGHEST)
+    counts = jnp.sum(onehot, axis=0)
     return sums / counts[:, None]
 
 

@@ -48,6 +48,13 @@ def _band(ax, time, values, label=None, logy=True, logx=True, color=_MEDIAN):
         ax.set_yscale("log")
 
 
+def _class_axes(ax, num_classes: int) -> None:
+    """Both axes of a K x K image labelled "class", with a tick per class (at most 10)."""
+    ticks = np.unique(np.linspace(0, num_classes - 1, min(num_classes, 10)).round().astype(int))
+    ax.set(xlabel="class", ylabel="class", xticks=ticks, yticks=ticks)
+    ax.grid(False)
+
+
 def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
     """Loss (minus the optimum when known), NC1-NC4 and ||W||_F^2 vs time, across inits."""
     time = ds.time.values.astype(float)
@@ -107,9 +114,7 @@ def plot_gram(ds: xr.Dataset, init: int = 0) -> plt.Figure:
         ):
             im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim)
             ax.set_title(title)
-            ax.set_xlabel("class")
-            ax.set_ylabel("class")
-            ax.grid(False)
+            _class_axes(ax, len(mat))
         fig.colorbar(im, ax=axes, shrink=0.85, label="normalized inner product")
     return fig
 
@@ -123,8 +128,8 @@ def plot_matrices(matrices: dict[str, np.ndarray], label: str = "value") -> plt.
         )
         for ax, (title, mat) in zip(np.atleast_1d(axes), matrices.items(), strict=True):
             im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim)
-            ax.set(title=title, xlabel="class", ylabel="class")
-            ax.grid(False)
+            ax.set_title(title)
+            _class_axes(ax, len(mat))
         fig.colorbar(im, ax=axes, shrink=0.85, label=label)
     return fig
 

@@ -136,8 +136,8 @@ def solve_blocks(
 ) -> Iterator[xr.Dataset]:
     """Solve the inits of each block [lo, hi) in turn and yield its results Dataset (init
     coordinate lo..hi-1). One compilation serves every block: each is padded to the widest,
-    rounded up to a multiple of the local devices, over which the init axis is sharded
-    (``run.shard``)."""
+    rounded up to a multiple of (local devices x vector width); the init axis is sharded over
+    the devices (``run.shard``) and each device solves its inits in vectors (``lax.map``)."""
     model = build_model(cfg)
     dtype = set_precision(cfg.run.precision)
     mesh = distributed.local_mesh() if cfg.run.shard else None
@@ -146,8 +146,10 @@ def solve_blocks(
     state_bytes = sum(x.size * np.dtype(dtype).itemsize for x in jax.tree.leaves(shapes))
     vector = vector_width(cfg.dynamics, cfg.run.vector_width, state_bytes=state_bytes)
     widest = max(hi - lo for lo, hi in blocks)
-    if vector:
-        vector = min(vector, -(-widest // devices))
+    # a vector's width follows from the config alone, never from the devices or the chunking:
+    # XLA's CPU code for a vmap of 3 rounds differently from one of 2, and the same config must
+    # give the same bits however it is split (the padding costs at most a vector per device)
+    vector = min(vector, cfg.init.count)
     unit = devices * max(vector, 1)
     width = -(-widest // unit) * unit
     place = (lambda t: distributed.shard_inits(t, mesh)) if mesh else (lambda t: t)
@@ -178,7 +180,9 @@ def solve_blocks(
                     flush=True,
                 )
             start = time.perf_counter()
-            compiled = solve.lower(params, keys).compile()
+            # "highest": float32 products in full float32 on GPUs/TPUs too (not TF32/bf16)
+            with jax.default_matmul_precision(cfg.run.matmul_precision):
+                compiled = solve.lower(params, keys).compile()
             compile_seconds = time.perf_counter() - start
         start = time.perf_counter()
         traj = jax.block_until_ready(compiled(params, keys))

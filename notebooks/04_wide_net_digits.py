@@ -60,7 +60,7 @@ for name, ds in runs.items():
 
 # %%
 panels = [("train_error", "training error", False), ("balancedness", "balancedness", True),
-          ("condition_number", r"largest $\sigma_1/\sigma_K$ of the $V_l$", True),
+          ("condition_number", r"largest $\sigma_1/\sigma_K$ of the $V_l$", False),
           ("nc1", "NC1 of the penultimate features", True)]  # fmt: skip
 colors = {"weight decay 2e-3": "#1f4e79", "no weight decay": "#c0392b"}
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.2), layout="constrained")
@@ -71,7 +71,8 @@ for ax, (var, title, logy) in zip(axes, panels, strict=True):
         lo, med, hi = (values.quantile(q, "init").values for q in (0.1, 0.5, 0.9))
         ax.fill_between(steps, lo, hi, color=colors[name], alpha=0.2, lw=0)
         ax.plot(steps, med, color=colors[name], label=name)
-    ax.set(xscale="log", yscale="log" if logy else "linear", title=title, xlabel="GD step")
+    ax.set(xscale="log", yscale="log" if logy else "linear", title=title, xlabel="GD step",
+           ylabel=var.replace("_", " "))  # fmt: skip
 axes[0].legend(frameon=False)
 fig.savefig(FIGURES / "wide_net.png")
 plt.show()

@@ -21,8 +21,9 @@
 # $\mu_k$ at every saved time (`W_path`, `means_path`, dims `(init, time, class, feature)`).
 # Here they are projected on the top two principal directions of their final values: the
 # classifier rows (arrows) and the centred class means (dots) rotate into alignment and spread
-# into a simplex ETF. Each snapshot is scaled by its own largest norm, so the small early state
-# stays visible. Colours mark classes, the same in every figure.
+# into a simplex ETF (with K = 3 classes it is a triangle and lies in the plane; for larger K
+# the plane shows a shadow of it). Each snapshot is scaled by its own largest norm, so the
+# small early state stays visible. Colours mark classes, the same in every figure.
 #
 # In a live notebook a slider picks the time; run headless (as in the test suite, with
 # `GFLOW_HEADLESS=1`) it draws a static grid of snapshots instead.
@@ -41,7 +42,7 @@ HEADLESS = os.environ.get("GFLOW_HEADLESS") == "1"
 
 # %%
 ds = gflow.simulate({
-    "model": {"name": "ufm-ce", "classes": 4, "dim": 8, "per_class": 5,
+    "model": {"name": "ufm-ce", "classes": 3, "dim": 8, "per_class": 5,
               "wd_W": 5e-3, "wd_H": 5e-3, "wd_b": 5e-3},
     "dynamics": {"kind": "flow", "solver": "tsit5", "t1": 1e4, "rtol": 1e-8, "atol": 1e-10,
                  "saves": 30},

@@ -88,7 +88,10 @@ def run_script(code: str, env: dict | None = None, timeout: float = 240) -> str:
     return done.stdout
 
 
-def test_sharded_over_four_devices_is_bit_identical(whole, tmp_path):
+@pytest.mark.parametrize("devices", [3, 4])
+def test_sharded_over_several_devices_is_bit_identical(whole, tmp_path, devices):
+    """Vectors of inits keep their width on any device count (a vmap of 3 rounds differently
+    from one of 2 on XLA's CPU), so the bits do not depend on how the inits are spread."""
     out = tmp_path / "sharded.nc"
     stdout = run_script(
         f"""
@@ -98,9 +101,9 @@ def test_sharded_over_four_devices_is_bit_identical(whole, tmp_path):
         results.save(ds, {str(out)!r})
         print(jax.local_device_count())
         """,
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"},
     )
-    assert stdout.split()[-1] == "4"
+    assert stdout.split()[-1] == str(devices)
     same_numbers(results.load(out), whole)
 
 

@@ -127,7 +127,9 @@ def test_float32_stays_float32_and_agrees_with_float64(kind):
     out = {}
     for dtype in (jnp.float32, jnp.float64):
         model = ufm_ce(4, 8, 5, dtype=dtype)
-        out[dtype] = run_batch(model, dyn, jax.tree.map(lambda x, dt=dtype: x.astype(dt), params0))
+        start = jax.tree.map(lambda x, dt=dtype: x.astype(dt), params0)
+        with jax.default_matmul_precision("highest"):  # as gflow.simulate runs (GPUs: not TF32)
+            out[dtype] = run_batch(model, dyn, start)
     t32, t64 = out[jnp.float32], out[jnp.float64]
     assert t32.final["W"].dtype == jnp.float32 and t32.observed["loss"].dtype == jnp.float32
     np.testing.assert_allclose(t32.observed["loss"], t64.observed["loss"], rtol=2e-4)
