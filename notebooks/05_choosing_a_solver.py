@@ -45,8 +45,10 @@ RESULTS = Path("../benchmarks/results")
 records = {name: json.loads((RESULTS / f"{name}.json").read_text())
            for name in ("work_precision", "work_precision_h100")
            if (RESULTS / f"{name}.json").is_file()}  # fmt: skip
-fig, axes = plt.subplots(1, len(records), figsize=(5.2 * len(records), 3.8),
-                         layout="constrained", squeeze=False)  # fmt: skip
+fig, axes = plt.subplots(1, len(records), figsize=(5.2 * len(records), 4.6),
+                         layout="constrained", squeeze=False, sharey=True)  # fmt: skip
+names = sorted({r["contender"] for rec in records.values() for r in rec["rows"]})
+colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}
 for ax, record in zip(axes[0], records.values(), strict=True):
     contenders = sorted({row["contender"] for row in record["rows"]})
     for contender in contenders:
@@ -54,11 +56,15 @@ for ax, record in zip(axes[0], records.values(), strict=True):
                       key=lambda r: r["seconds"])  # fmt: skip
         style = "s--" if ("torch" in contender) else "o-"
         ax.loglog([r["seconds"] for r in rows], [r["error"] for r in rows], style,
-                  label=contender, ms=4)  # fmt: skip
+                  label=contender, ms=4, color=colors[contender])  # fmt: skip
     machine = record["machine"]
-    ax.set(xlabel="wall time, steady state (s)", ylabel="relative error of the state at t1",
-           title=f"{machine['device_kind']} ({machine['platform']})")  # fmt: skip
-axes[0, -1].legend(fontsize=7, frameon=False, loc="upper right")
+    where = (machine["device_kind"] if machine["platform"] == "gpu"
+             else f"{machine['cpu']}, {machine['cores']} cores")  # fmt: skip
+    ax.set(xlabel="wall time, steady state (s)", title=where)
+axes[0, 0].set_ylabel("relative error of the state at t1")
+handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
+fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=7,
+           frameon=False)  # fmt: skip
 fig.savefig(FIGURES / "work_precision.png")
 plt.show()
 
