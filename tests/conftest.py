@@ -5,6 +5,9 @@ import os
 import jax
 
 jax.config.update("jax_enable_x64", True)
+# start JAX's backends now, so that an in-process `gflow run` (which asks for one CPU device
+# per core before JAX starts) cannot change the device count under the tests that follow it
+jax.devices()
 # hermetic runs: the CLI's persistent compilation cache stays off unless a test turns it on
 os.environ["GFLOW_CACHE_DIR"] = "off"
 # `make test` shares compiled solves between tests (and its workers) through a cache that lives
