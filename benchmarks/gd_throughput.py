@@ -51,6 +51,16 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _rate(work, calls: int, init_steps_per_call: int, device: str) -> float:
+    """init-steps/s of ``calls`` calls of ``work`` (warmed up), the GPU's queue drained around."""
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        work()
+    _synchronize(device)
+    return calls * init_steps_per_call / (time.perf_counter() - start)
+
+
 def torch_loop_rate(steps: int, inits: int = 2, device: str = "cpu") -> float:
     """init-steps/s of the per-init loop (torch.optim.SGD on one init at a time)."""
     import torch
@@ -72,12 +82,7 @@ def torch_loop_rate(steps: int, inits: int = 2, device: str = "cpu") -> float:
             opt.step()
 
     one_init()  # warm-up
-    _synchronize(device)
-    start = time.perf_counter()
-    for _ in range(inits):
-        one_init()
-    _synchronize(device)
-    return inits * steps / (time.perf_counter() - start)
+    return _rate(one_init, inits, steps, device)
 
 
 def torch_bmm_rate(batch: int, steps: int, device: str = "cpu") -> float:
@@ -100,14 +105,9 @@ def torch_bmm_rate(batch: int, steps: int, device: str = "cpu") -> float:
         (fit + LAM / 2 * decay).backward()
         opt.step()
 
-    for _ in range(5):
+    for _ in range(5):  # warm-up
         step()
-    _synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _synchronize(device)
-    return batch * steps / (time.perf_counter() - start)
+    return _rate(step, steps, batch, device)
 
 
 def whole_process_seconds(inits: int, steps: int) -> tuple[float, float]:
