@@ -20,18 +20,16 @@ from gflow.distributed import use_cpu_cores
 
 use_cpu_cores()
 
-import jax  # noqa: E402
 
-from gflow import bench, simulation  # noqa: E402
+from gflow import batch, bench, simulation  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def state_bytes_per_init() -> int:
-    cfg = simulation.as_config(bench.reference_config(1))
-    model = simulation.build_model(cfg)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
+    return batch.state_bytes(
+        simulation.build_model(simulation.as_config(bench.reference_config(1)))
+    )
 
 
 def plot(record: dict, path: Path) -> None:

@@ -105,6 +105,12 @@ def solver_for(
     return lambda p0, key: flow(model.loss, p0, grid, observe, progress=progress, **options)
 
 
+def state_bytes(model: Model) -> int:
+    """Bytes of one initialization's parameters (nothing is computed)."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
+
+
 def init_batch(model: Model, seed: int, count: int):
     """``count`` random initializations, params stacked on a leading axis (keys split from seed)."""
     keys = jax.random.split(jax.random.PRNGKey(seed), count)

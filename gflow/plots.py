@@ -105,18 +105,10 @@ def plot_gram(ds: xr.Dataset, init: int = 0) -> plt.Figure:
     W = ds.W.isel(init=init).values
     gram = W @ W.T
     gram = gram / np.mean(np.diag(gram)) if np.any(gram) else gram
-    ideal = theory.etf_gram(W.shape[0])
-    lim = max(np.abs(gram).max(), np.abs(ideal).max())
-    with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.4), layout="constrained")
-        for ax, mat, title in zip(
-            axes, (gram, ideal), (rf"$WW^\top$ (init {init})", "simplex ETF"), strict=True
-        ):
-            im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim)
-            ax.set_title(title)
-            _class_axes(ax, len(mat))
-        fig.colorbar(im, ax=axes, shrink=0.85, label="normalized inner product")
-    return fig
+    return plot_matrices(
+        {rf"$WW^\top$ (init {init})": gram, "simplex ETF": theory.etf_gram(W.shape[0])},
+        label="normalized inner product",
+    )
 
 
 def plot_matrices(matrices: dict[str, np.ndarray], label: str = "value") -> plt.Figure:

@@ -21,7 +21,15 @@ import xarray as xr
 
 from gflow import config as config_mod
 from gflow import distributed, models, results
-from gflow.batch import noise_keys, observer, save_grid, solver_for, vector_width, vectorized
+from gflow.batch import (
+    noise_keys,
+    observer,
+    save_grid,
+    solver_for,
+    state_bytes,
+    vector_width,
+    vectorized,
+)
 from gflow.config import Config, ConfigError
 from gflow.hessian import DENSE_LIMIT, num_params
 from gflow.models.base import Model
@@ -142,9 +150,7 @@ def solve_blocks(
     dtype = set_precision(cfg.run.precision)
     mesh = distributed.local_mesh() if cfg.run.shard else None
     devices = 1 if mesh is None else mesh.size
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    state_bytes = sum(x.size * np.dtype(dtype).itemsize for x in jax.tree.leaves(shapes))
-    vector = vector_width(cfg.dynamics, cfg.run.vector_width, state_bytes=state_bytes)
+    vector = vector_width(cfg.dynamics, cfg.run.vector_width, state_bytes=state_bytes(model))
     widest = max(hi - lo for lo, hi in blocks)
     # a vector's width follows from the config alone, never from the devices or the chunking:
     # XLA's CPU code for a vmap of 3 rounds differently from one of 2, and the same config must
