@@ -29,8 +29,9 @@ _MEDIAN = "#1f4e79"
 _THEORY = "#c0392b"
 
 
-def _band(ax, time, values, label=None, logy=True, logx=True, color=_MEDIAN):
-    """Median across inits with the 10-90% quantile band; values (init, time)."""
+def band(ax, time, values, label=None, logy=True, logx=True, color=_MEDIAN):
+    """Draw on ``ax`` the median across inits of ``values`` (init, time) against ``time``, with
+    its 10-90% quantile band; log axes where asked (time 0 and non-positive values dropped)."""
     values = np.asarray(values, float)
     keep = time > 0 if logx else np.ones_like(time, bool)
     t, v = time[keep], values[:, keep]
@@ -63,11 +64,11 @@ def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
         fig, axes = plt.subplots(2, 3, figsize=(10, 5.6), layout="constrained")
         ax = axes[0, 0]
         if "theory_loss" in ds.attrs:
-            _band(ax, time, ds.loss - ds.attrs["theory_loss"])
+            band(ax, time, ds.loss - ds.attrs["theory_loss"])
             ax.set_ylabel(r"$L - L^\star$")
             ax.set_title("loss gap to the closed-form optimum")
         else:
-            _band(ax, time, ds.loss)
+            band(ax, time, ds.loss)
             ax.set_ylabel("$L$")
             ax.set_title("loss")
         titles = {
@@ -77,17 +78,17 @@ def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
             "nc4": ("NC4: disagreement with nearest mean", False),
         }
         for ax, (name, (title, logy)) in zip(axes.flat[1:5], titles.items(), strict=True):
-            _band(ax, time, ds[name], logy=logy)
+            band(ax, time, ds[name], logy=logy)
             ax.set_title(title)
             ax.set_ylabel(name.upper())
         ax = axes[1, 2]
         if "theory_normalized_margin" in ds.attrs:  # ULPM: the margin is what converges
-            _band(ax, time, ds.normalized_margin, logy=False)
+            band(ax, time, ds.normalized_margin, logy=False)
             reference, ref_label = ds.attrs["theory_normalized_margin"], r"$1/(\sqrt{n}(K-1))$"
             ax.set_title("normalized margin")
             ax.set_ylabel(r"$\gamma$")
         else:
-            _band(ax, time, ds.W_norm_sq, logy=False)
+            band(ax, time, ds.W_norm_sq, logy=False)
             reference, ref_label = ds.attrs.get("theory_W_norm_sq"), r"closed form $\rho$"
             ax.set_title(r"$\|W\|_F^2$")
             ax.set_ylabel(r"$\|W\|_F^2$")
@@ -217,14 +218,14 @@ def plot_margin(ds: xr.Dataset) -> plt.Figure:
     xlabel = ds.time.attrs.get("long_name", "time")
     with plt.rc_context(_STYLE):
         fig, (left, right) = plt.subplots(1, 2, figsize=(8.6, 3.4), layout="constrained")
-        _band(left, time, ds.normalized_margin, logy=False)
+        band(left, time, ds.normalized_margin, logy=False)
         if "theory_normalized_margin" in ds.attrs:
             left.axhline(ds.attrs["theory_normalized_margin"], color=_THEORY, ls="--", lw=1.2,
                          label=r"$\gamma^\star = 1/(\sqrt{n}(K-1))$")  # fmt: skip
         left.set_ylabel(r"normalized margin $\gamma$")
         left.set_title("margin / (||W||²/2 + ||H||²/2)")
         left.legend(frameon=False, fontsize=8)
-        _band(right, time, ds.kkt_residual)
+        band(right, time, ds.kkt_residual)
         right.set_ylabel("relative KKT residual")
         right.set_title("distance from a KKT point (NNLS)")
         for ax in (left, right):
@@ -239,15 +240,15 @@ def plot_elastic(ds: xr.Dataset) -> plt.Figure:
     rate = ds.attrs["theory_margin_rate"]
     with plt.rc_context(_STYLE):
         fig, (left, right) = plt.subplots(1, 2, figsize=(8.6, 3.4), layout="constrained")
-        _band(left, time, ds.mean_margin / ds.mean_margin.isel(time=0), logy=False, logx=False)
+        band(left, time, ds.mean_margin / ds.mean_margin.isel(time=0), logy=False, logx=False)
         left.plot(time, np.exp(rate * time), color=_THEORY, ls="--", lw=1.2,
                   label=rf"$e^{{(\alpha-\beta)t/K}}$, rate {rate:.3g}")  # fmt: skip
         left.set_yscale("log")
         left.set_ylabel(r"mean margin $m(t)/m(0)$")
         left.set_title("class-averaged margin")
         left.legend(frameon=False, fontsize=8)
-        _band(right, time, ds.between_variance, label="between classes (median)", logx=False)
-        _band(right, time, ds.within_variance, label="within classes (median)", logx=False,
+        band(right, time, ds.between_variance, label="between classes (median)", logx=False)
+        band(right, time, ds.within_variance, label="within classes (median)", logx=False,
               color=_THEORY)  # fmt: skip
         right.set_ylabel("mean squared deviation (bands: 10-90% of inits)")
         right.set_title("feature variance")

@@ -65,14 +65,9 @@ panels = [("train_error", "training error", False), ("balancedness", "balancedne
 colors = {"weight decay 2e-3": "#1f4e79", "no weight decay": "#c0392b"}
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.2), layout="constrained")
 for ax, (var, title, logy) in zip(axes, panels, strict=True):
-    for name, ds in runs.items():
-        steps = ds.time.values[1:]
-        values = ds[var].isel(time=slice(1, None))
-        lo, med, hi = (values.quantile(q, "init").values for q in (0.1, 0.5, 0.9))
-        ax.fill_between(steps, lo, hi, color=colors[name], alpha=0.2, lw=0)
-        ax.plot(steps, med, color=colors[name], label=name)
-    ax.set(xscale="log", yscale="log" if logy else "linear", title=title, xlabel="GD step",
-           ylabel=var.replace("_", " "))  # fmt: skip
+    for name, ds in runs.items():  # median and 10-90% band, as in gflow's own figures
+        gflow.plots.band(ax, ds.time.values, ds[var], label=name, logy=logy, color=colors[name])
+    ax.set(title=title, xlabel="GD step", ylabel=var.replace("_", " "))
 axes[0].legend(frameon=False)
 fig.savefig(FIGURES / "wide_net.png")
 plt.show()
