@@ -1,8 +1,10 @@
 """Gradient-flow work-precision: diffrax solvers in gflow against torchdiffeq and torchode.
 
 Problem: UFM-CE K=10, d=32, n=20, lambda = 5e-3, init scale 0.1, B=64 inits, flow to t1 = 5000,
-float64 throughout. Error: the largest over inits of ||theta(t1) - theta_ref(t1)|| / ||theta_ref||,
-theta = (W, H, b), against a reference solved by diffrax Dopri8 at rtol 1e-12, atol 1e-14.
+every contender in one precision (``--precision``: float64, or float32 as in the issue's reference
+problem), all from the same initial values. Error: the largest over inits of
+||theta(t1) - theta_ref(t1)|| / ||theta_ref||, theta = (W, H, b), against a float64 reference
+solved from those values by diffrax Dopri8 at rtol 1e-12, atol 1e-14.
 Work: steady-state wall time (compilation apart; gflow's ``run_seconds``) and vector-field
 evaluations (solver steps, accepted and rejected, times the stages each step evaluates).
 
@@ -16,12 +18,14 @@ Contenders, over the same tolerances (atol = rtol / 100):
 Writes benchmarks/results/work_precision.json and .png. Needs the `bench` extra (`make bench`).
 
     .venv/bin/python benchmarks/work_precision.py [--inits 64] [--t1 5000] [--quick]
+        [--precision float64|float32]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,13 +47,32 @@ RESULTS = Path(__file__).parent / "results"
 STAGES = {"euler": 1, "heun": 2, "bosh3": 3, "tsit5": 6, "dopri5": 6, "dopri8": 12, "kvaerno5": 7}
 
 
-def config(inits: int, t1: float, solver: str, rtol: float, dt0: float | None = None) -> dict:
-    cfg = bench.reference_config(inits, precision="float64")
+# tolerances swept per precision; below 1e-6 a float32 state only adds rounding error
+TOLERANCES = {"float64": [1e-4, 1e-6, 1e-8], "float32": [1e-3, 1e-4, 1e-5, 1e-6]}
+
+
+def config(
+    inits: int, t1: float, solver: str, rtol: float, dt0: float | None = None,
+    precision: str = "float64", start: Path | None = None,
+) -> dict:  # fmt: skip
+    """The flow config; ``start``: an .npz of initial values (else the seed's draws)."""
+    cfg = bench.reference_config(inits, precision=precision)
     cfg["dynamics"] = {"kind": "flow", "solver": solver, "t1": t1, "rtol": rtol,
                        "atol": rtol / 100, "saves": 2, "max_steps": 200_000}  # fmt: skip
     if dt0 is not None:
         cfg["dynamics"]["dt0"] = dt0
+    if start is not None:
+        cfg["init"]["from"] = str(start)
     return cfg
+
+
+def write_start(inits: int, precision: str, path: Path) -> Path:
+    """The seed's initial values drawn in ``precision``, saved for every contender and the
+    float64 reference (a seed draws other numbers in float32 than in float64)."""
+    _, params = simulation.prepare(simulation.as_config(config(inits, 1.0, "tsit5", 1e-6,
+                                                               precision=precision)))  # fmt: skip
+    np.savez(path, **{name: np.asarray(value) for name, value in params.items()})
+    return path
 
 
 def state(ds) -> np.ndarray:
@@ -80,20 +103,23 @@ def gflow_row(cfg: dict, reference: np.ndarray, label: str) -> dict:
     }
 
 
-def flat_problem(inits: int):
-    """(y0 (B, P), vector field on (B, P), unflatten) for the reference problem, float64."""
-    cfg = simulation.as_config(config(inits, 1.0, "tsit5", 1e-6))
+def flat_problem(inits: int, precision: str = "float64", start: Path | None = None):
+    """(y0 (B, P), vector field on (B, P), gradient of one init, unflatten, P)."""
+    cfg = simulation.as_config(config(inits, 1.0, "tsit5", 1e-6, precision=precision,
+                                      start=start))  # fmt: skip
     model = simulation.build_model(cfg)
-    params = jax.vmap(model.init)(jax.random.split(jax.random.PRNGKey(cfg.init.seed), inits))
+    _, params = simulation.prepare(cfg)
     flat, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda x: x[0], params))
     y0 = jax.vmap(lambda p: jax.flatten_util.ravel_pytree(p)[0])(params)
     grad = jax.grad(lambda y: model.loss(unravel(y)))
     return y0, jax.vmap(lambda y: -grad(y)), grad, unravel, flat.size
 
 
-def joint_row(inits: int, t1: float, rtol: float, reference: np.ndarray) -> dict:
+def joint_row(
+    inits: int, t1: float, rtol: float, reference: np.ndarray, precision: str, start: Path
+) -> dict:
     """diffrax Tsit5 on the whole batch as one ODE; error norm = max over inits of the RMS."""
-    y0, field, *_ = flat_problem(inits)
+    y0, field, *_ = flat_problem(inits, precision, start)
 
     def per_init_rms(err):
         return jnp.max(jnp.sqrt(jnp.mean(err**2, axis=1)))
@@ -120,8 +146,9 @@ def joint_row(inits: int, t1: float, rtol: float, reference: np.ndarray) -> dict
 
 
 def torch_rows(
-    inits: int, t1: float, tolerances: list[float], reference: np.ndarray, device: str = "cpu"
-) -> list:
+    inits: int, t1: float, tolerances: list[float], reference: np.ndarray, device: str = "cpu",
+    precision: str = "float64", start: Path | None = None,
+) -> list:  # fmt: skip
     """torchdiffeq dopri5 and torchode Tsit5 on the same batch (the same initial values)."""
     import torch
     import torchdiffeq
@@ -132,8 +159,8 @@ def torch_rows(
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    y0_jax, _, grad, _, _ = flat_problem(inits)
-    torch.set_default_dtype(torch.float64)
+    y0_jax, _, grad, _, _ = flat_problem(inits, precision, start)
+    torch.set_default_dtype(getattr(torch, precision))
     K, D, PER = 10, 32, 20
     N, lam = K * PER, 5e-3
     labels = torch.arange(K, device=device).repeat_interleave(PER)
@@ -155,7 +182,8 @@ def torch_rows(
 
     # the same vector field as gflow's, checked once
     check = field(0.0, y0[:1]).cpu().numpy()[0]
-    assert np.allclose(check, -np.asarray(grad(y0_jax[0])), rtol=1e-10, atol=1e-14)
+    close = {"float64": (1e-10, 1e-14), "float32": (1e-4, 1e-7)}[precision]
+    assert np.allclose(check, -np.asarray(grad(y0_jax[0])), *close)
     rows = []
     for rtol in tolerances:
         counter["calls"] = 0
@@ -211,7 +239,8 @@ def plot(record: dict, path: Path) -> None:
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"UFM-CE gradient flow to t1 = {record['t1']:g}, B = {record['inits']}, float64")
+    fig.suptitle(f"UFM-CE gradient flow to t1 = {record['t1']:g}, B = {record['inits']}, "
+                 f"{record.get('precision', 'float64')} (reference: float64)")  # fmt: skip
     fig.savefig(path, dpi=150)
     fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
@@ -223,10 +252,27 @@ def main() -> None:
     parser.add_argument("--t1", type=float, default=5000.0)
     parser.add_argument("--quick", action="store_true", help="one tolerance, Tsit5 only, no torch")
     parser.add_argument("--torch-device", default="auto", help="auto: cuda if PyTorch sees one")
-    parser.add_argument("--out", type=Path, default=RESULTS / "work_precision.json")
+    parser.add_argument("--precision", choices=sorted(TOLERANCES), default="float64",
+                        help="of every contender (the reference is float64)")  # fmt: skip
+    parser.add_argument("--out", type=Path, help="default: results/work_precision[_float32].json")
     args = parser.parse_args()
-    tolerances = [1e-6] if args.quick else [1e-4, 1e-6, 1e-8]
-    ref = simulation.simulate(config(args.inits, args.t1, "dopri8", 1e-12))
+    precision = args.precision
+    suffix = "" if precision == "float64" else f"_{precision}"
+    out = args.out or RESULTS / f"work_precision{suffix}.json"
+    tolerances = [1e-6] if args.quick else TOLERANCES[precision]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = write_start(args.inits, precision, Path(tmp) / "start.npz")
+        record = measure(args, precision, tolerances, start)
+    bench.write_record(record, out, plot)
+
+
+def measure(args, precision: str, tolerances: list[float], start: Path) -> dict:
+    """Every row of the record, all contenders starting from ``start``."""
+
+    def cfg(solver: str, rtol: float, dt0: float | None = None) -> dict:
+        return config(args.inits, args.t1, solver, rtol, dt0, precision, start)
+
+    ref = simulation.simulate(config(args.inits, args.t1, "dopri8", 1e-12, start=start))
     reference = state(ref)
     rows = []
     # no implicit solver at B = 64: Kvaerno5's dense Jacobians (6,730^2 float64 per init) asked
@@ -234,37 +280,34 @@ def main() -> None:
     solvers = ["tsit5"] if args.quick else ["bosh3", "tsit5", "dopri5", "dopri8"]
     for solver in solvers:
         for rtol in tolerances:
-            rows.append(gflow_row(config(args.inits, args.t1, solver, rtol), reference,
-                                  f"gflow {solver}"))  # fmt: skip
+            rows.append(gflow_row(cfg(solver, rtol), reference, f"gflow {solver}"))
             print(rows[-1], flush=True)
     if not args.quick:
         for dt in (1.0, 0.25):  # Euler has no error estimate: fixed steps
-            cfg = config(args.inits, args.t1, "euler", 1e-6, dt0=dt)
-            rows.append(gflow_row(cfg, reference, "gflow euler (fixed dt)"))
+            rows.append(gflow_row(cfg("euler", 1e-6, dt), reference, "gflow euler (fixed dt)"))
             print(rows[-1], flush=True)
         for rtol in tolerances[:2]:  # Heun is adaptive in diffrax; 1e-8 takes ~40,000 steps
-            rows.append(gflow_row(config(args.inits, args.t1, "heun", rtol), reference,
-                                  "gflow heun"))  # fmt: skip
+            rows.append(gflow_row(cfg("heun", rtol), reference, "gflow heun"))
             print(rows[-1], flush=True)
     for rtol in tolerances:
-        rows.append(joint_row(args.inits, args.t1, rtol, reference))
+        rows.append(joint_row(args.inits, args.t1, rtol, reference, precision, start))
         print(rows[-1], flush=True)
     if not args.quick:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         device = device if args.torch_device == "auto" else args.torch_device
-        rows += torch_rows(args.inits, args.t1, tolerances, reference, device)
-    record = {
+        rows += torch_rows(args.inits, args.t1, tolerances, reference, device, precision, start)
+    return {
         "benchmark": "work_precision",
         "machine": bench.machine(),
         "inits": args.inits,
         "t1": args.t1,
-        "reference": "diffrax dopri8 rtol 1e-12 atol 1e-14",
+        "precision": precision,
+        "reference": "diffrax dopri8 rtol 1e-12 atol 1e-14, float64, from the same start",
         "reference_W_norm_sq": float(ref["W_norm_sq"].values[:, -1].mean()),
         "rows": rows,
     }
-    bench.write_record(record, args.out, plot)
 
 
 if __name__ == "__main__":

@@ -126,12 +126,13 @@ def noise_keys(seed: int, count: int) -> jax.Array:
 # GD: 8 states (K=10, d=32, n=20 on the 2-core dev box: 8 -> 2.6e5 init-steps/s, all 512 ->
 # 1.3e5). Adaptive flows keep ~10 copies of the state (stages, error, saves) and a vmapped
 # while loop also selects every buffer at every step, so a vector holds at most
-# FLOW_VECTOR_BYTES of state: one init of the K=10 reference problem (54 kB in float64; 2.5x
-# faster than one vmap of 32), up to 8 small ones (UFM-MSE K=4: 3.9x). An accelerator wants
+# FLOW_VECTOR_BYTES of state: one init of the K=10 reference problem (54 kB in float64: 2.5x
+# faster than one vmap of 32; 27 kB in float32: 0.61 s alone, 0.71 s in pairs), up to 8 small
+# ones (UFM-MSE K=4, 1.6 kB: 2.0x faster than one at a time). An accelerator wants
 # the whole batch in every kernel, and solves that find roots (implicit solvers, stop events)
 # run as one vmap: vectors go through shard_map, under which those root finds fail.
 GD_VECTOR_WIDTH = 8
-FLOW_VECTOR_BYTES = 64 * 1024
+FLOW_VECTOR_BYTES = 16 * 1024
 
 
 def vector_width(

@@ -88,7 +88,8 @@ def test_default_vector_width_follows_the_platform():
     flow = simulation.as_config({**GD, "dynamics": {"kind": "flow", "t1": 1.0}}).dynamics
     # on a CPU a flow's vector holds at most FLOW_VECTOR_BYTES of state, 1 to 8 inits
     assert batch.vector_width(flow, platform="cpu", state_bytes=53_840) == 1  # K=10 reference
-    assert batch.vector_width(flow, platform="cpu", state_bytes=16_000) == 4
+    assert batch.vector_width(flow, platform="cpu", state_bytes=26_920) == 1  # the same, float32
+    assert batch.vector_width(flow, platform="cpu", state_bytes=4_000) == 4
     assert batch.vector_width(flow, platform="cpu", state_bytes=1_600) == 8
     assert batch.vector_width(flow, platform="gpu", state_bytes=1_600) == 0
     for root_finding in ({"solver": "kvaerno5"}, {"stop_grad_tol": 1e-6}, {"reparam": "loss"}):
