@@ -6,7 +6,12 @@ problem), all from the same initial values. Error: the largest over inits of
 ||theta(t1) - theta_ref(t1)|| / ||theta_ref||, theta = (W, H, b), against a float64 reference
 solved from those values by diffrax Dopri8 at rtol 1e-12, atol 1e-14.
 Work: steady-state wall time (compilation apart; gflow's ``run_seconds``) and vector-field
-evaluations (solver steps, accepted and rejected, times the stages each step evaluates).
+evaluations (accepted steps times the stages each step evaluates; diffrax rejected about one
+step per solve here; torchode and torchdiffeq count every call).
+
+A floor is recorded beside them: the time of Tsit5's vector-field evaluations alone, the same
+count per init run as gflow runs its flows (inits in sequence on each CPU device), with no
+solver around them. No RK code can be faster at that error than its evaluations.
 
 Contenders, over the same tolerances (atol = rtol / 100):
 - gflow (vmap of per-init diffrax solves, each with its own step size): Euler (fixed dt), Heun,
@@ -40,7 +45,7 @@ import jax.flatten_util  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gflow import bench, simulation  # noqa: E402
+from gflow import bench, distributed, simulation  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 RESULTS = Path(__file__).parent / "results"
@@ -99,6 +104,7 @@ def gflow_row(cfg: dict, reference: np.ndarray, label: str) -> dict:
         "seconds": ds.attrs["run_seconds"],
         "compile_seconds": ds.attrs["compile_seconds"],
         "evaluations": int(ds["num_steps"].max()) * STAGES[solver],
+        "mean_evaluations": float(ds["num_steps"].mean()) * STAGES[solver],
         "status_ok": int((ds["status"] == "ok").sum()),
     }
 
@@ -124,10 +130,13 @@ def joint_row(
     def per_init_rms(err):
         return jnp.max(jnp.sqrt(jnp.mean(err**2, axis=1)))
 
+    # times in the state's dtype: float64 times would promote a float32 state
+    t0, t1 = jnp.zeros((), y0.dtype), jnp.asarray(t1, y0.dtype)
+
     @jax.jit
     def solve(y0):
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(lambda t, y, args: field(y)), diffrax.Tsit5(), 0.0, t1, None, y0,
+            diffrax.ODETerm(lambda t, y, args: field(y)), diffrax.Tsit5(), t0, t1, None, y0,
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol / 100,
                                                       norm=per_init_rms, dtmin=None),
             saveat=diffrax.SaveAt(t1=True), max_steps=200_000, throw=False,
@@ -140,9 +149,39 @@ def joint_row(
     start = time.perf_counter()
     final, steps = jax.block_until_ready(solve(y0))
     seconds = time.perf_counter() - start
+    assert final.dtype == y0.dtype, (final.dtype, y0.dtype)
     return {"contender": "diffrax Tsit5, batch as one ODE", "solver": "tsit5", "rtol": rtol,
             "error": error(np.asarray(final), reference), "seconds": seconds,
             "compile_seconds": first - seconds, "evaluations": int(steps) * 6}  # fmt: skip
+
+
+def field_alone_row(cfg: dict, row: dict) -> dict:
+    """The floor under ``row`` (a gflow row): its mean evaluations per init of the vector field
+    -grad L and nothing else, each init in sequence on each local device as gflow's CPU flows
+    run (a negligible update keeps every evaluation live). Steady state, best of 3."""
+    model, params = simulation.prepare(simulation.as_config(cfg))
+    grad = jax.grad(model.loss)
+    count = round(row["mean_evaluations"])
+
+    def one(p):
+        def evaluate(_, y):
+            return jax.tree.map(lambda a, g: a - 1e-30 * g, y, grad(y))
+
+        return jax.lax.fori_loop(0, count, evaluate, p)
+
+    mesh = distributed.local_mesh()
+    run = jax.jit(distributed.per_device(lambda ps: jax.lax.map(one, ps), mesh))
+    width = -(-cfg["init"]["count"] // mesh.size) * mesh.size
+    params = distributed.shard_inits(distributed.pad_to(params, width), mesh)
+    jax.block_until_ready(run(params))
+    best = np.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        jax.block_until_ready(run(params))
+        best = min(best, time.perf_counter() - start)
+    return {"contender": "floor: Tsit5's vector-field evaluations alone", "solver": "none",
+            "rtol": row["rtol"], "error": row["error"], "seconds": best,
+            "evaluations": count}  # fmt: skip
 
 
 def torch_rows(
@@ -231,6 +270,8 @@ def plot(record: dict, path: Path) -> None:
             (r for r in record["rows"] if r["contender"] == name), key=lambda r: r["error"]
         )
         style = dict(marker="os^vD<>ph*"[index % 10], label=name, color=f"C{index}")
+        if name.startswith("floor"):
+            style.update(color="grey", ls="--", marker="")
         axes[0].plot([r["seconds"] for r in rows], [r["error"] for r in rows], **style)
         axes[1].plot([r["evaluations"] for r in rows], [r["error"] for r in rows], **style)
     axes[0].set(xscale="log", yscale="log", xlabel="wall time, steady state (s)",
@@ -282,6 +323,9 @@ def measure(args, precision: str, tolerances: list[float], start: Path) -> dict:
         for rtol in tolerances:
             rows.append(gflow_row(cfg(solver, rtol), reference, f"gflow {solver}"))
             print(rows[-1], flush=True)
+    for row in [r for r in rows if r["solver"] == "tsit5"]:
+        rows.append(field_alone_row(cfg("tsit5", row["rtol"]), row))
+        print(rows[-1], flush=True)
     if not args.quick:
         for dt in (1.0, 0.25):  # Euler has no error estimate: fixed steps
             rows.append(gflow_row(cfg("euler", 1e-6, dt), reference, "gflow euler (fixed dt)"))
