@@ -257,6 +257,37 @@ def torch_rows(
     return rows
 
 
+def seconds_at_error(rows: list[dict], error: float) -> float:
+    """The least time any of ``rows``' contenders needs for ``error``: along each contender's
+    curve, log-log interpolation between the two runs around ``error``, or its fastest run
+    already within it; inf where none reaches it."""
+    best = np.inf
+    for name in dict.fromkeys(r["contender"] for r in rows):
+        curve = sorted((r["error"], r["seconds"]) for r in rows if r["contender"] == name)
+        within = [t for e, t in curve if e <= error]
+        best = min([best, *within])
+        for (e0, t0), (e1, t1) in zip(curve, curve[1:], strict=False):
+            if e0 <= error <= e1 and e0 < e1:
+                w = np.log(error / e0) / np.log(e1 / e0)
+                best = min(best, float(np.exp((1 - w) * np.log(t0) + w * np.log(t1))))
+    return best
+
+
+def equal_error(rows: list[dict]) -> list[dict]:
+    """Each PyTorch run against gflow at the same final error (the fastest gflow solver there,
+    :func:`seconds_at_error`), and against the floor of evaluations alone."""
+    ours = [r for r in rows if r["contender"].startswith("gflow")]
+    floor = [r for r in rows if r["contender"].startswith("floor")]
+    out = []
+    for peer in (r for r in rows if r["contender"].startswith("torch")):
+        gflow, bound = seconds_at_error(ours, peer["error"]), seconds_at_error(floor, peer["error"])
+        ratio = lambda t, peer=peer: peer["seconds"] / t if np.isfinite(t) else None  # noqa: E731
+        out.append({"peer": peer["contender"], "rtol": peer["rtol"], "error": peer["error"],
+                    "peer_seconds": peer["seconds"], "gflow_seconds": gflow,
+                    "speedup": ratio(gflow), "floor_speedup": ratio(bound)})  # fmt: skip
+    return out
+
+
 def plot(record: dict, path: Path) -> None:
     import matplotlib
 
@@ -304,6 +335,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start = write_start(args.inits, precision, Path(tmp) / "start.npz")
         record = measure(args, precision, tolerances, start)
+    record["equal_error"] = equal_error(record["rows"])
+    for row in record["equal_error"]:
+        print(f"{row['peer']} at {row['error']:.2g}: gflow {row['speedup'] or 0:.1f}x faster "
+              f"(evaluations alone: {row['floor_speedup'] or 0:.1f}x; 0: not reached)")  # fmt: skip
     bench.write_record(record, out, plot)
 
 
