@@ -362,8 +362,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("run.out: must name a folder, got an empty string")
     if Path(r.out).is_file():
         raise ConfigError(f"run.out: {r.out} is a file; give a folder (results.nc goes in it)")
-    if not r.out:
-        raise ConfigError("run.out: must be a folder path, got an empty string")
     _at_least("run.chunk", r.chunk, 0)
     if r.vector_width == 0 or r.vector_width < -1:
         raise ConfigError(
