@@ -7,20 +7,25 @@ NaN or a max-steps failure in one is recorded for that one only.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import sys
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array
 
 from gflow import metrics
 from gflow.config import DynamicsConfig, root_finding
 from gflow.dynamics import gradient_descent, gradient_flow
-from gflow.dynamics.longtime import log_time_flow, loss_time_flow
+from gflow.dynamics.longtime import loss_time_flow
 from gflow.dynamics.stochastic import noisy_gradient_flow
 from gflow.dynamics.trajectory import Trajectory
 from gflow.hessian import extreme_eigenvalues
-from gflow.models.base import Model
+from gflow.models.base import Model, split_hyperparameters
 
 
 def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
@@ -74,35 +79,123 @@ def observer(
     return observe
 
 
+class Settings(eqx.Module):
+    """The dynamics settings that do not change shapes, as 0-d arrays (``times`` (T,)): values
+    of a compiled solve's inputs, not constants of its program, so one compilation serves every
+    value. ``times`` are the save times in the solver's clock (log(1 + t) for reparam "log");
+    settings a dynamics kind does not use are carried and ignored."""
+
+    times: Array
+    lr: Array
+    noise: Array
+    rtol: Array
+    atol: Array
+    dt0: Array
+    stop_grad_tol: Array
+
+
+def settings_for(dynamics: DynamicsConfig, dtype) -> Settings:
+    """The traced settings of ``dynamics`` in the state's ``dtype`` (float64 settings would
+    promote a float32 state); the save grid is computed on the host in float64."""
+    d = dynamics
+    grid = np.asarray(save_grid(d), float)
+    if d.kind == "flow" and d.reparam == "log":
+        grid = np.log1p(grid)
+    value = lambda v: jnp.asarray(0.0 if v is None else v, dtype)  # noqa: E731
+    return Settings(
+        times=jnp.asarray(grid, dtype), lr=value(d.lr), noise=value(d.noise), rtol=value(d.rtol),
+        atol=value(d.atol), dt0=value(d.dt0), stop_grad_tol=value(d.stop_grad_tol),
+    )  # fmt: skip
+
+
+# Dynamics fields that are traced (values of Settings), per kind; the rest fix the program.
+TRACED_DYNAMICS = {
+    "flow": ("t1", "rtol", "atol", "dt0", "stop_grad_tol"),
+    "gd": ("lr",),
+    "sde": ("t1", "noise", "dt0"),
+}
+
+
+def structural_dynamics(dynamics: DynamicsConfig) -> DynamicsConfig:
+    """``dynamics`` with its traced fields set to neutral values (whether dt0 and stop_grad_tol
+    are given still counts): two configs with the same result compile to the same program.
+    The loss clock (reparam "loss") keeps every value: its save split depends on t1."""
+    if dynamics.kind == "flow" and dynamics.reparam == "loss":
+        return dynamics
+    neutral = {}
+    for name in TRACED_DYNAMICS[dynamics.kind]:
+        if getattr(dynamics, name) is not None:
+            neutral[name] = 1.0
+    return dataclasses.replace(dynamics, **neutral)
+
+
 def solver_for(
-    model: Model, dynamics: DynamicsConfig, progress: bool = False, observe: Callable | None = None
+    model: Model,
+    dynamics: DynamicsConfig,
+    progress: bool = False,
+    observe: Callable | None = None,
+    settings: Settings | None = None,
 ) -> Callable:
     """One initialization's solve, (params0, key) -> Trajectory, for the configured dynamics.
 
-    ``key`` drives the Brownian path of ``sde``; ``flow`` and ``gd`` ignore it.
+    ``key`` drives the Brownian path of ``sde``; ``flow`` and ``gd`` ignore it. ``settings``
+    (traced values of the settings that do not change shapes) default to those of ``dynamics``.
     """
-    grid = save_grid(dynamics)
     observe = observer(model) if observe is None else observe
     d = dynamics
+    s = settings_for(d, model.dtype) if settings is None else settings
     if d.kind == "sde":
-        options = dict(
-            noise=d.noise, dt0=d.dt0, solver=d.solver, max_steps=d.max_steps, drift=model.drift
-        )
+        options = dict(noise=s.noise, dt0=s.dt0, solver=d.solver, max_steps=d.max_steps)
         return lambda p0, key: noisy_gradient_flow(
-            model.loss, p0, grid, observe, key, progress=progress, **options
-        )
+            model.loss, p0, s.times, observe, key, progress=progress, drift=model.drift,
+            **options,
+        )  # fmt: skip
     if d.kind == "gd":
-        options = dict(optimizer=d.optimizer, lr=d.lr)
+        grid = save_grid(d)
+        options = dict(optimizer=d.optimizer, lr=s.lr)
         return lambda p0, key: gradient_descent(
             model.loss, p0, grid, observe, progress=progress, **options
         )
-    options = dict(solver=d.solver, rtol=d.rtol, atol=d.atol, max_steps=d.max_steps)
-    if d.reparam == "loss":
-        flow = loss_time_flow
-    else:
-        flow = log_time_flow if d.reparam == "log" else gradient_flow
-        options.update(dt0=d.dt0, stop_grad_tol=d.stop_grad_tol, drift=model.drift)
-    return lambda p0, key: flow(model.loss, p0, grid, observe, progress=progress, **options)
+    if d.reparam == "loss":  # every value static (see structural_dynamics)
+        options = dict(solver=d.solver, rtol=d.rtol, atol=d.atol, max_steps=d.max_steps)
+        grid = save_grid(d)
+        return lambda p0, key: loss_time_flow(
+            model.loss, p0, grid, observe, progress=progress, **options
+        )
+    options = dict(
+        solver=d.solver, rtol=s.rtol, atol=s.atol, max_steps=d.max_steps,
+        dt0=None if d.dt0 is None else s.dt0,
+        stop_grad_tol=None if d.stop_grad_tol is None else s.stop_grad_tol,
+        drift=model.drift, clock="log" if d.reparam == "log" else "plain",
+    )  # fmt: skip
+    return lambda p0, key: gradient_flow(
+        model.loss, p0, s.times, observe, progress=progress, clock_times=True, **options
+    )
+
+
+TRACES = {"solve": 0}  # times batch_solve's per-init solve was traced in this process
+
+
+def batch_solve(
+    dynamics: DynamicsConfig,
+    progress: bool = False,
+    hessian: str = "none",
+    hessian_iters: int = 60,
+    geometry: bool = False,
+) -> Callable:
+    """The per-init solve as a function of everything that may vary between inits,
+    (data, hyper, settings, params0, key) -> Trajectory: the model is ``eqx.combine(hyper,
+    data)`` (its scalar hyperparameters and its data leaves, see
+    :func:`gflow.models.split_hyperparameters`). vmap it with in_axes (None, 0, 0, 0, 0) and the
+    inits of a batch may differ in every hyperparameter and traced setting."""
+
+    def solve(data, hyper, settings, params0, key):
+        TRACES["solve"] += 1  # runs when traced, never when a compiled solve runs
+        model = eqx.combine(hyper, data)
+        observe = observer(model, hessian, hessian_iters, geometry)
+        return solver_for(model, dynamics, progress, observe, settings)(params0, key)
+
+    return solve
 
 
 def state_bytes(model: Model) -> int:
@@ -154,15 +247,20 @@ def vector_width(
 
 
 def vectorized(solve: Callable, width: int = 0, progress: bool = False, devices: int = 1):
-    """(params0, keys) with a leading init axis -> batched Trajectory: vmap(solve) over the
-    whole batch (``width`` 0) or ``lax.map`` over vectors of ``width`` inits, vmapped within
-    (the init count must then be a multiple of ``width``).
+    """(shared, *batched) -> batched Trajectory, for ``solve(shared, *one_init)``: ``shared`` is
+    the same for every init (a model's data), each of ``batched`` has a leading init axis.
+    vmap(solve) over the whole batch (``width`` 0) or ``lax.map`` over vectors of ``width``
+    inits, vmapped within (the init count must then be a multiple of ``width``).
 
     With vectors, ``progress`` reports each further 10% of the vectors solved on all
     ``devices`` (a host callback; under ``shard_map`` every device runs its own vectors).
     """
+
+    def vmapped(shared, *batched):
+        return jax.vmap(solve, in_axes=(None, *[0] * len(batched)))(shared, *batched)
+
     if width <= 0:
-        return jax.vmap(solve)
+        return vmapped
     done = {"vectors": 0, "shown": 0}
 
     def report(total, _) -> None:
@@ -172,30 +270,61 @@ def vectorized(solve: Callable, width: int = 0, progress: bool = False, devices:
             done["shown"] = tenths
             print(f"gflow: {10 * tenths}% of the inits solved", file=sys.stderr, flush=True)
 
-    def run(params0, keys):
-        count = keys.shape[0]
+    def run(shared, *batched):
+        count = jax.tree.leaves(batched)[0].shape[0]
         total = count // width * devices
 
         def one_vector(args):
-            traj = jax.vmap(solve)(*args)
+            traj = vmapped(shared, *args)
             if progress:
                 jax.debug.callback(report, total, traj.status)
             return traj
 
-        split = jax.tree.map(
-            lambda x: x.reshape(count // width, width, *x.shape[1:]), (params0, keys)
-        )
+        split = jax.tree.map(lambda x: x.reshape(count // width, width, *x.shape[1:]), batched)
         stacked = jax.lax.map(one_vector, split)
         return jax.tree.map(lambda x: x.reshape(count, *x.shape[2:]), stacked)
 
     return run
 
 
+def broadcast_hyperparameters(model: Model, count: int) -> tuple[Model, Model]:
+    """(data, hyper): the model's data leaves, and its scalar hyperparameters repeated for
+    ``count`` inits (a leading axis), as :func:`batch_solve` takes them."""
+    hyper, data = split_hyperparameters(model)
+    return data, jax.tree.map(lambda x: jnp.broadcast_to(x, (count,)), hyper)
+
+
+def broadcast_settings(settings: Settings, count: int) -> Settings:
+    """The same settings for ``count`` inits (a leading axis)."""
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (count, *x.shape)), settings)
+
+
+@functools.cache
+def _compiled_batch_solve(dynamics: DynamicsConfig, progress: bool) -> Callable:
+    """jit(vmap(batch_solve)) per structural dynamics config: jax.jit then keeps one compiled
+    program per model structure and shapes, whatever the hyperparameter values."""
+    return jax.jit(vectorized(batch_solve(dynamics, progress)))
+
+
 def batched_solver(
     model: Model, dynamics: DynamicsConfig, progress: bool = False, observe: Callable | None = None
 ) -> Callable:
-    """jit(vmap(solve)): (params0, keys) with a leading init axis -> batched Trajectory."""
-    return jax.jit(jax.vmap(solver_for(model, dynamics, progress, observe)))
+    """(params0, keys) with a leading init axis -> batched Trajectory.
+
+    Without ``observe`` the solve is compiled once per model structure and structural dynamics
+    (hyperparameters and traced settings are inputs); a custom ``observe`` closure compiles
+    its own jit(vmap(solve))."""
+    if observe is not None:
+        return jax.jit(jax.vmap(solver_for(model, dynamics, progress, observe)))
+    compiled = _compiled_batch_solve(structural_dynamics(dynamics), progress)
+    settings = settings_for(dynamics, model.dtype)
+
+    def solve(params0, keys):
+        count = keys.shape[0]
+        data, hyper = broadcast_hyperparameters(model, count)
+        return compiled(data, hyper, broadcast_settings(settings, count), params0, keys)
+
+    return solve
 
 
 def run_batch(

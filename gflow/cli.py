@@ -57,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("config", help="path to CONFIG.toml (fields given as lists are swept)")
     sweep.add_argument("--out", help="output folder (default: run.out of the config)")
     sweep.add_argument("--quiet", action="store_true", help="no progress display")
-    plot = sub.add_parser("plot", help="draw the figures of a results.nc")
-    plot.add_argument("results", help="path to results.nc")
+    plot = sub.add_parser("plot", help="draw the figures of a results.nc or a sweep folder")
+    plot.add_argument("results", help="path to results.nc, or a sweep's OUT (phase diagram)")
     plot.add_argument("--out", help="output folder (default: beside the results file)")
     bench = sub.add_parser("bench", help="GD throughput on the reference problem, this machine")
     bench.add_argument("--inits", type=int, nargs="+", default=[1, 64, 1024])
@@ -143,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             from gflow import results
 
             path = Path(args.results)
+            if path.is_dir() and (path / "index.nc").is_file():  # a sweep: its phase diagram
+                from gflow import plots, sweep
+
+                out = Path(args.out) if args.out else path
+                for figure in plots.save_sweep_figures(sweep.open_index(path), out):
+                    print(f"figure: {figure}")
+                return 0
             if not path.is_file():
                 raise ConfigError(f"results: file not found: {path}")
             try:

@@ -64,12 +64,19 @@ def shard_inits(tree, mesh: Mesh):
     return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
 
 
-def per_device(fn, mesh: Mesh):
+def per_device(fn, mesh: Mesh, replicated: int = 0):
     """``shard_map`` of a batched function over the mesh: each device runs ``fn`` on its own
-    slice of the init axis (no communication: inits are independent)."""
+    slice of the init axis (no communication: inits are independent). The first
+    ``replicated`` arguments (shared data) go whole to every device."""
     spec = PartitionSpec("init")
-    # check_vma off: diffrax's loops build carries that the varying-axis check rejects
-    return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+    in_specs = (PartitionSpec(),) * replicated + (spec,) * 8 if replicated else spec
+
+    def sharded(*args):
+        specs = in_specs if not replicated else in_specs[: len(args)]
+        # check_vma off: diffrax's loops build carries that the varying-axis check rejects
+        return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=spec, check_vma=False)(*args)
+
+    return sharded
 
 
 def chunks(start: int, stop: int, size: int) -> list[tuple[int, int]]:

@@ -276,3 +276,112 @@ def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
             paths.append(path)
         plt.close(fig)
     return paths
+
+
+PHASE_PANELS = (
+    ("nc1", "NC1 (final, median)", True),
+    ("nc2", "NC2 (final, median)", True),
+    ("nc3", "NC3 (final, median)", True),
+    ("loss_gap", "loss - closed form", True),
+    ("W_gap", "| ||W||^2 / closed form - 1 |", True),
+)
+
+
+def _sweep_panels(index: xr.Dataset) -> list[tuple[str, str, bool]]:
+    """The index's phase-diagram quantities (adds loss_gap and W_gap where the closed form is
+    known)."""
+    if np.any(np.isfinite(index.theory_loss.values)):
+        index["loss_gap"] = np.abs(index.loss - index.theory_loss)
+        index["W_gap"] = np.abs(index.W_norm_sq / index.theory_W_norm_sq - 1)
+    return [p for p in PHASE_PANELS if p[0] in index and np.any(np.isfinite(index[p[0]].values))]
+
+
+def _numeric_axes(index: xr.Dataset) -> list[str]:
+    return [
+        d
+        for d in index.path.dims
+        if np.issubdtype(index[d].dtype, np.number) and index.sizes[d] > 1
+    ]
+
+
+def _is_geometric(values: np.ndarray) -> bool:
+    values = np.asarray(values, float)
+    return bool(np.all(values > 0) and values.max() / values.min() > 20)
+
+
+def plot_sweep(index: xr.Dataset) -> plt.Figure:
+    """A sweep's final state against its closed form, from its index (``gflow.sweep.open_index``).
+
+    Two numeric swept axes: heatmaps (a phase diagram) of the median final NC1-NC3, the loss gap
+    |L - L*| and the relative error of ||W||^2 against the closed form, with the closed form's
+    collapse boundary drawn where the model has one (the 0.5 contour of ``theory_collapsed``:
+    K sqrt(n lam_W lam_H) = 1 for UFM-CE and for UFM-MSE). One axis: the same quantities as
+    curves. Other swept axes are reduced to their first value."""
+    index = index.load().copy()
+    axes_ = _numeric_axes(index)
+    if not axes_:
+        raise ValueError("plot_sweep: the sweep has no numeric swept axis to draw")
+    extra = [d for d in index.path.dims if d not in axes_[:2]]
+    index = index.isel({d: 0 for d in extra})
+    panels = _sweep_panels(index)
+    title = ", ".join(f"{d} = {index[d].item()}" for d in extra)
+    with plt.rc_context(_STYLE):
+        fig, axs = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 2.7),
+                                layout="constrained", squeeze=False)  # fmt: skip
+        axs = axs[0]
+        if len(axes_) == 1:
+            x = index[axes_[0]].values
+            for ax, (var, label, logy) in zip(axs, panels, strict=True):
+                ax.plot(x, index[var].values, "o-", color=_MEDIAN, ms=3)
+                ax.set(xlabel=axes_[0], title=label)
+                if _is_geometric(x):
+                    ax.set_xscale("log")
+                if logy and np.nanmin(index[var].values) > 0:
+                    ax.set_yscale("log")
+        else:
+            ydim, xdim = axes_[:2]
+            x, y = index[xdim].values.astype(float), index[ydim].values.astype(float)
+            collapsed = index.theory_collapsed.transpose(ydim, xdim).values
+            for ax, (var, label, logc) in zip(axs, panels, strict=True):
+                z = index[var].transpose(ydim, xdim).values.astype(float)
+                positive = z[np.isfinite(z) & (z > 0)]
+                norm = None
+                if logc and positive.size:
+                    from matplotlib.colors import LogNorm
+
+                    norm = LogNorm(
+                        vmin=max(positive.min(), positive.max() * 1e-12), vmax=positive.max()
+                    )
+                    z = np.where(z > 0, z, np.nan)
+                mesh = ax.pcolormesh(x, y, z, shading="nearest", norm=norm, cmap="viridis")
+                fig.colorbar(mesh, ax=ax, shrink=0.85)
+                if np.any(np.isfinite(collapsed)) and np.nanmin(collapsed) < 0.5 < np.nanmax(
+                    collapsed
+                ):
+                    ax.contour(x, y, collapsed, levels=[0.5], colors=_THEORY, linewidths=1.4)
+                ax.set(xlabel=xdim, ylabel=ydim, title=label)
+                ax.grid(False)
+                if _is_geometric(x):
+                    ax.set_xscale("log")
+                if _is_geometric(y):
+                    ax.set_yscale("log")
+            if np.any(np.isfinite(collapsed)):
+                axs[0].plot([], [], color=_THEORY, label="closed-form collapse boundary")
+                fig.legend(loc="outside lower center", frameon=False, fontsize=8)
+        if title:
+            fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def save_sweep_figures(index: xr.Dataset, out: str | Path) -> list[Path]:
+    """Write phase.{png,pdf} (:func:`plot_sweep`) into ``out``; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig = plot_sweep(index)
+    paths = []
+    with plt.rc_context(_STYLE):
+        for ext in ("png", "pdf"):
+            paths.append(out / f"phase.{ext}")
+            fig.savefig(paths[-1])
+    plt.close(fig)
+    return paths

@@ -7,6 +7,7 @@ anything compiles.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -19,20 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from gflow import batch, distributed, models, results
 from gflow import config as config_mod
-from gflow import distributed, models, results
-from gflow.batch import (
-    noise_keys,
-    observer,
-    save_grid,
-    solver_for,
-    state_bytes,
-    vector_width,
-    vectorized,
-)
+from gflow.batch import noise_keys, save_grid, state_bytes, vector_width, vectorized
 from gflow.config import Config, ConfigError
 from gflow.hessian import DENSE_LIMIT, num_params
-from gflow.models.base import Model
+from gflow.models.base import Model, hyperparameters
 
 
 def as_config(cfg: Config | str | Path | Mapping[str, Any]) -> Config:
@@ -105,11 +98,13 @@ def load_initial_params(path: str | Path, model: Model, count: int, dtype) -> di
     return params
 
 
-def build_model(cfg: Config) -> Model:
+def build_model(cfg: Config, check: bool = True) -> Model:
     """The configured model, after the checks that need it (``init.from`` shapes, the dense
-    Hessian's size limit); nothing is solved or compiled."""
+    Hessian's size limit; ``check`` False skips them); nothing is solved or compiled."""
     dtype = set_precision(cfg.run.precision)
     model = models.from_config(cfg.model, init_scale=cfg.init.scale, dtype=dtype)
+    if not check:
+        return model
     if cfg.init.from_file is not None:
         load_initial_params(cfg.init.from_file, model, cfg.init.count, dtype)
     size = num_params(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
@@ -139,72 +134,184 @@ def block_initializer(cfg: Config, model: Model, dtype) -> Callable[[int, int], 
     return lambda lo, hi: jax.vmap(model.init)(keys[lo:hi])
 
 
+# Compiled batch solves of this process, by what changes the program (see program_key); a
+# second simulate/run of the same structure with other hyperparameter values reuses one.
+_PROGRAMS: dict[tuple, Any] = {}
+CACHE_STATS = {"compiles": 0, "hits": 0}
+
+
+def cache_info() -> dict[str, int]:
+    """Counts of this process's compiled-solve cache: ``compiles`` (programs built),
+    ``hits`` (solves that reused one), ``traces`` (times the per-init solve was traced),
+    ``size`` (programs held)."""
+    return {**CACHE_STATS, "traces": batch.TRACES["solve"], "size": len(_PROGRAMS)}
+
+
+def clear_cache() -> None:
+    """Forget this process's compiled solves (the counters stay)."""
+    _PROGRAMS.clear()
+
+
+def structure_key(cfg: Config, model: Model | None = None) -> str:
+    """The config as TOML with every value that is an input of the compiled solve, not part of
+    its program, set to a neutral value: the model's hyperparameters (its scalar leaves, e.g.
+    weight decays; init.scale), the init seed and file, the traced dynamics settings
+    (:data:`gflow.batch.TRACED_DYNAMICS`) and the run settings that cannot change the numbers.
+    Configs with equal keys share one compiled solve and can be solved in one batch."""
+    model = build_model(cfg, check=False) if model is None else model
+    names = {f.name for f in dataclasses.fields(cfg.model)}
+    hyper = {k: 0.0 for k in hyperparameters(model) if k in names}
+    neutral = dict(
+        out=".", progress=False, shard=True, coordinator="", num_processes=1, process_id=0,
+        connect_timeout=60, wait_timeout=86400, chunk=0,
+    )  # fmt: skip
+    raw = config_mod.to_dict(cfg)
+    raw["model"].update(hyper)
+    raw["init"].update(seed=0, scale=0.0)
+    raw["init"].pop("from", None)
+    raw["dynamics"] = {
+        k: v
+        for k, v in dataclasses.asdict(batch.structural_dynamics(cfg.dynamics)).items()
+        if v is not None
+    }
+    raw["run"].update(neutral)
+    return "\n".join(f"{s}.{k}={v!r}" for s, values in raw.items() for k, v in values.items())
+
+
+Segment = tuple[Config, int, int]  # inits [lo, hi) of one config
+
+
 def solve_blocks(
     cfg: Config, blocks: list[tuple[int, int]], progress: bool = False
 ) -> Iterator[xr.Dataset]:
     """Solve the inits of each block [lo, hi) in turn and yield its results Dataset (init
-    coordinate lo..hi-1). One compilation serves every block: each is padded to the widest,
-    rounded up to a multiple of (local devices x vector width); the init axis is sharded over
-    the devices (``run.shard``) and each device solves its inits in vectors (``lax.map``)."""
-    model = build_model(cfg)
-    dtype = set_precision(cfg.run.precision)
-    mesh = distributed.local_mesh() if cfg.run.shard else None
+    coordinate lo..hi-1). One compilation serves every block (see :func:`solve_batches`)."""
+    for (ds,) in solve_batches([[(cfg, lo, hi)] for lo, hi in blocks], progress):
+        yield ds
+
+
+def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Iterator[list]:
+    """Solve each batch in turn, all its segments (inits [lo, hi) of configs that share a
+    :func:`structure_key`) in one call of one compiled solve, and yield per batch the list of
+    its segments' results Datasets.
+
+    Every init carries its own hyperparameters and traced settings, so the segments of a batch
+    may differ in all of them (a sweep's points). Each batch is padded to the widest, rounded up
+    to a multiple of (local devices x vector width); the init axis is sharded over the devices
+    (``run.shard``) and each device solves its inits in vectors (``lax.map``). The compiled
+    solve is kept for this process (:func:`cache_info`): another call with the same structure
+    neither retraces nor recompiles. An init's numbers do not depend on which batch, vector
+    position or device it lands in.
+    """
+    first = batches[0][0][0]
+    model = build_model(first)
+    key = structure_key(first, model)
+    for segments in batches:
+        for cfg, _, _ in segments:
+            if structure_key(cfg) != key:
+                raise ValueError("solve_batches: every segment must share one structure_key")
+    dtype = set_precision(first.run.precision)
+    mesh = distributed.local_mesh() if first.run.shard else None
     devices = 1 if mesh is None else mesh.size
-    vector = vector_width(cfg.dynamics, cfg.run.vector_width, state_bytes=state_bytes(model))
-    widest = max(hi - lo for lo, hi in blocks)
-    # a vector's width follows from the config alone, never from the devices or the chunking:
-    # XLA's CPU code for a vmap of 3 rounds differently from one of 2, and the same config must
-    # give the same bits however it is split (the padding costs at most a vector per device)
-    vector = min(vector, cfg.init.count)
+    vector = vector_width(first.dynamics, first.run.vector_width, state_bytes=state_bytes(model))
+    # a vector's width follows from the config alone, never from the devices, the chunking or
+    # the batching: XLA's CPU code for a vmap of 3 rounds differently from one of 2, and the
+    # same config must give the same bits however it is split (padding costs a vector a device)
+    vector = min(vector, first.init.count)
     unit = devices * max(vector, 1)
+    widest = max(sum(hi - lo for _, lo, hi in segments) for segments in batches)
     width = -(-widest // unit) * unit
     place = (lambda t: distributed.shard_inits(t, mesh)) if mesh else (lambda t: t)
-    all_keys = noise_keys(cfg.init.seed, cfg.init.count)
-    initial = block_initializer(cfg, model, dtype)
-    times = save_grid(cfg.dynamics)
-    observe = observer(model, cfg.run.hessian, cfg.run.hessian_iters, cfg.run.save_geometry)
-    solve = vectorized(
-        solver_for(model, cfg.dynamics, progress and not vector, observe),
-        vector,
-        progress,
+    program = (
+        key,
+        jnp.dtype(dtype).name,
         devices,
+        vector,
+        width,
+        progress,
+        first.run.matmul_precision,
     )
-    # vectors are a sequential map, which needs each device's slice by hand (shard_map); a plain
-    # vmap is left to jit on the sharded inputs (diffrax's implicit solvers reject shard_map)
-    solve = jax.jit(distributed.per_device(solve, mesh) if mesh and vector else solve)
-    compiled, compile_seconds = None, 0.0
-    for number, (lo, hi) in enumerate(blocks, start=1):
-        params = place(distributed.pad_to(initial(lo, hi), width))
-        keys = place(distributed.pad_to(np.asarray(all_keys[lo:hi]), width))
+    compiled = _PROGRAMS.get(program)
+    for number, segments in enumerate(batches, start=1):
+        built = [_segment_inputs(cfg, lo, hi) for cfg, lo, hi in segments]
+        data = built[0][0]
+        hyper, settings, params, keys = (
+            jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *parts)
+            for parts in zip(*(b[1:5] for b in built), strict=True)
+        )
+        args = [place(distributed.pad_to(t, width)) for t in (hyper, settings, params, keys)]
+        compile_seconds = 0.0
         if compiled is None:
             if progress:
                 print(
-                    f"gflow: {cfg.model.name}, K={cfg.model.classes}, d={cfg.model.dim}, "
-                    f"{cfg.init.count} inits, {cfg.dynamics.kind}, {cfg.run.precision}, "
+                    f"gflow: {first.model.name}, K={first.model.classes}, d={first.model.dim}, "
+                    f"{width} inits, {first.dynamics.kind}, {first.run.precision}, "
                     f"{devices} device(s): compiling",
                     file=sys.stderr,
                     flush=True,
                 )
             start = time.perf_counter()
+            solve = vectorized(
+                batch.batch_solve(
+                    first.dynamics, progress and not vector, first.run.hessian,
+                    first.run.hessian_iters, first.run.save_geometry,
+                ),
+                vector, progress, devices,
+            )  # fmt: skip
+            # vectors are a sequential map, which needs each device's slice by hand
+            # (shard_map); a plain vmap is left to jit on the sharded inputs (diffrax's
+            # implicit solvers reject shard_map)
+            if mesh and vector:
+                solve = distributed.per_device(solve, mesh, replicated=1)
             # "highest": float32 products in full float32 on GPUs/TPUs too (not TF32/bf16)
-            with jax.default_matmul_precision(cfg.run.matmul_precision):
-                compiled = solve.lower(params, keys).compile()
+            with jax.default_matmul_precision(first.run.matmul_precision):
+                compiled = jax.jit(solve).lower(data, *args).compile()
             compile_seconds = time.perf_counter() - start
+            _PROGRAMS[program] = compiled
+            CACHE_STATS["compiles"] += 1
+        else:
+            CACHE_STATS["hits"] += 1
         start = time.perf_counter()
-        traj = jax.block_until_ready(compiled(params, keys))
+        traj = jax.block_until_ready(compiled(data, *args))
         run_seconds = time.perf_counter() - start
-        size = hi - lo
-        traj = jax.tree.map(lambda x, size=size: np.asarray(x)[:size], traj)
-        if progress and len(blocks) > 1:
+        traj = jax.tree.map(np.asarray, traj)
+        if progress and len(batches) > 1:
+            span = ", ".join(
+                f"{c.init.count if len(segments) > 1 else hi - lo}" for c, lo, hi in segments[:1]
+            )
             print(
-                f"gflow: block {number}/{len(blocks)} (inits {lo}-{hi - 1}) in {run_seconds:.2f} s",
+                f"gflow: batch {number}/{len(batches)} ({len(segments)} segment(s) of {span}+ "
+                f"inits) in {run_seconds:.2f} s",
                 file=sys.stderr,
                 flush=True,
             )
-        yield results.to_dataset(
-            traj, times, model, cfg, compile_seconds, run_seconds, inits=np.arange(lo, hi)
-        )
-        compile_seconds = 0.0
+        out, offset = [], 0
+        share = run_seconds / len(segments)
+        for (cfg, lo, hi), (_, _, _, _, _, seg_model, times) in zip(segments, built, strict=True):
+            size = hi - lo
+            part = jax.tree.map(lambda x, a=offset, b=offset + size: x[a:b], traj)
+            offset += size
+            ds = results.to_dataset(
+                part, times, seg_model, cfg, compile_seconds, share, inits=np.arange(lo, hi)
+            )
+            ds.attrs["batch_points"] = len(segments)
+            out.append(ds)
+            compile_seconds = 0.0
+        yield out
+
+
+def _segment_inputs(cfg: Config, lo: int, hi: int):
+    """(data, hyper, settings, params0, keys, model, save times) of inits [lo, hi) of ``cfg``:
+    the model's data, and per init its hyperparameters, traced settings, initial parameters
+    and noise key (the same values whichever batch the inits are solved in)."""
+    dtype = set_precision(cfg.run.precision)
+    model = build_model(cfg, check=False)
+    count = hi - lo
+    data, hyper = batch.broadcast_hyperparameters(model, count)
+    settings = batch.broadcast_settings(batch.settings_for(cfg.dynamics, dtype), count)
+    params = block_initializer(cfg, model, dtype)(lo, hi)
+    keys = np.asarray(noise_keys(cfg.init.seed, cfg.init.count)[lo:hi])
+    return data, hyper, settings, params, keys, model, save_grid(cfg.dynamics)
 
 
 def simulate(cfg: Config | str | Path | Mapping[str, Any], progress: bool = False) -> xr.Dataset:

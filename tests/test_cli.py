@@ -141,7 +141,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
 def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys, monkeypatch):
     make, message = BAD_INPUTS[case]
-    monkeypatch.setattr(simulation, "solver_for", _must_not_compile)
+    monkeypatch.setattr(simulation.batch, "batch_solve", _must_not_compile)
     assert cli.main(["run", make(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gflow: error: ") and message in err[0], err
@@ -168,7 +168,7 @@ def test_init_from_with_wrong_arrays(arrays, message, tmp_path, capsys, monkeypa
     text = SMALL.format(out=tmp_path / "o").replace(
         "scale = 0.1", f'scale = 0.1\nfrom = "{tmp_path / "start.npz"}"'
     )
-    monkeypatch.setattr(simulation, "solver_for", _must_not_compile)
+    monkeypatch.setattr(simulation.batch, "batch_solve", _must_not_compile)
     assert cli.main(["run", write_config(tmp_path, text), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gflow: error: init.from: ") and message in err and "\n" not in err

@@ -12,7 +12,7 @@ PAIRED = sorted(NOTEBOOKS.glob("*.py"))
 
 
 def test_every_notebook_is_paired():
-    assert len(PAIRED) == 6
+    assert len(PAIRED) == 7
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == [p.stem for p in PAIRED]
 
 

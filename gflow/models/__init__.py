@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax.numpy as jnp
 
-from gflow.config import ModelConfig
-from gflow.models.base import Model, Readout, class_labels, cross_entropy
-from gflow.models.elastic import le_ode, le_sde, locally_elastic
-from gflow.models.extended import extended_ufm
-from gflow.models.networks import deep_linear, wide_net
-from gflow.models.ufm import ufm, ufm_ce, ufm_mse
-from gflow.models.ulpm import ulpm
+from gflow.models.base import (
+    Model,
+    Readout,
+    class_labels,
+    cross_entropy,
+    hyperparameters,
+    split_hyperparameters,
+    stack_hyperparameters,
+)
+from gflow.models.elastic import LocallyElastic, le_ode, le_sde, locally_elastic
+from gflow.models.extended import ExtendedUFM, extended_ufm
+from gflow.models.networks import DeepLinear, WideNet, deep_linear, wide_net
+from gflow.models.ufm import UFM, ufm, ufm_ce, ufm_mse
+from gflow.models.ulpm import ULPM, ulpm
+
+if TYPE_CHECKING:
+    from gflow.config import ModelConfig
 
 
 def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) -> Model:
-    """Build the model a ``[model]`` config section names."""
+    """Build the model a ``[model]`` config section names (any object with its fields)."""
     common = dict(
         classes=cfg.classes, dim=cfg.dim, per_class=cfg.per_class, init_scale=init_scale,
         dtype=dtype,
@@ -47,7 +59,16 @@ def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) ->
 
 
 __all__ = [
+    "DeepLinear",
+    "ExtendedUFM",
+    "LocallyElastic",
     "Model",
+    "UFM",
+    "ULPM",
+    "WideNet",
+    "hyperparameters",
+    "split_hyperparameters",
+    "stack_hyperparameters",
     "Readout",
     "class_labels",
     "cross_entropy",

@@ -1,6 +1,9 @@
-"""The model pattern shared by every gflow model (after optax and JAX MD).
+"""The model pattern shared by every gflow model (after equinox, optax and JAX MD).
 
-A model is a NamedTuple of pure functions closed over its hyperparameters:
+A model is an ``equinox.Module``: a pytree whose static fields fix the structure (classes,
+dimensions, per-class counts, depth, which parameters learn) and whose array leaves are its
+hyperparameters (weight decays, impacts, the init scale: scalars) and data (non-scalar arrays,
+e.g. a data set's inputs). Its methods are pure functions:
 
 - ``init(key) -> params``: a random parameter pytree (one initialization);
 - ``loss(params) -> scalar``: the objective whose negative gradient is the flow;
@@ -10,15 +13,21 @@ A model is a NamedTuple of pure functions closed over its hyperparameters:
 - ``drift(params) -> params`` (optional): the model's own vector field, for dynamics that are
   not a gradient flow (the locally elastic LE-ODE/LE-SDE); absent, the field is -grad loss.
 
-All of them jit, grad and vmap. The dynamics only ever see ``loss`` and ``drift``.
+All of them jit, grad and vmap. Because hyperparameters are leaves, a solve compiled for one
+model serves every model of the same structure: ``jax.jit(f)(model, ...)`` traces once per
+structure, and a batch of models that differ only in hyperparameters (their scalar leaves
+stacked, see :func:`stack_hyperparameters`) is vmapped like a batch of inits. The dynamics only
+ever see ``loss`` and ``drift``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,26 +45,93 @@ class Readout(NamedTuple):
     labels: Int[Array, " N"]
 
 
-class Model(NamedTuple):
-    """Pure functions plus the static facts the rest of gflow needs about the model."""
+class Model(eqx.Module):
+    """Base class: ``counts`` (per-class sample counts n_k) and the dtype are static; subclasses
+    add their structure (static fields), hyperparameters (scalar array fields) and methods."""
 
-    name: str
-    init: Callable[[Array], Params]
-    loss: Callable[[Params], Float[Array, ""]]
-    readout: Callable[[Params], Readout]
-    counts: tuple[int, ...]  # per-class sample counts n_k
-    dim: int  # feature dimension of the readout's H
-    bias: bool
-    observables: Callable[[Params], dict[str, Float[Array, ""]]] | None = None
-    drift: Callable[[Params], Params] | None = None
+    counts: tuple[int, ...] = eqx.field(static=True)
+    dtype_name: str = eqx.field(static=True)
+
+    name: ClassVar[str] = "model"
+    observables: ClassVar[Any] = None  # a subclass may define the method
+    drift: ClassVar[Any] = None  # a subclass may define the method
+
+    def init(self, key: Array) -> Params:
+        raise NotImplementedError
+
+    def loss(self, params: Params) -> Float[Array, ""]:
+        raise NotImplementedError
+
+    def readout(self, params: Params) -> Readout:
+        raise NotImplementedError
+
+    @property
+    def dtype(self):
+        return jnp.dtype(self.dtype_name)
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension of the readout's H."""
+        raise NotImplementedError
+
+    @property
+    def bias(self) -> bool:
+        return False
 
     @property
     def num_classes(self) -> int:
         return len(self.counts)
 
     @property
+    def num_samples(self) -> int:
+        return sum(self.counts)
+
+    @property
     def labels(self) -> np.ndarray:
         return class_labels(self.counts)
+
+    def onehot(self, axis: int = -1) -> Array:
+        """One-hot labels in the model's dtype, (N, K) (``axis`` -1) or (K, N) (``axis`` 0)."""
+        return jax.nn.one_hot(self.labels, self.num_classes, dtype=self.dtype, axis=axis)
+
+    def scalar(self, value) -> Array:
+        """A hyperparameter as a 0-d array of the model's dtype (a leaf, never a constant)."""
+        return jnp.asarray(value, self.dtype)
+
+
+def counts_of(classes: int, per_class: int | Sequence[int]) -> tuple[int, ...]:
+    """Per-class sample counts: ``per_class`` for every class, or the given list."""
+    if isinstance(per_class, int | np.integer):
+        return (int(per_class),) * classes
+    return tuple(int(n) for n in per_class)
+
+
+def is_hyperparameter(leaf) -> bool:
+    """Scalar array leaves of a model are its hyperparameters; larger ones are data."""
+    return eqx.is_array(leaf) and jnp.ndim(leaf) == 0
+
+
+def hyperparameters(model: Model) -> dict[str, float]:
+    """The model's scalar leaves by field name, as Python floats (for records and checks)."""
+    out = {}
+    for field in dataclasses.fields(model):
+        value = getattr(model, field.name)
+        if is_hyperparameter(value):
+            out[field.name] = float(value)
+    return out
+
+
+def split_hyperparameters(model: Model) -> tuple[Model, Model]:
+    """(hyperparameters, data): the model's scalar leaves and the rest, as two partial models
+    (``eqx.combine`` puts them together again)."""
+    return eqx.partition(model, is_hyperparameter)
+
+
+def stack_hyperparameters(models: Sequence[Model]) -> Model:
+    """The scalar leaves of models of one structure stacked on a leading axis (one entry per
+    model), the data leaves left out: vmap it with in_axes 0 and combine with the data."""
+    hypers = [split_hyperparameters(m)[0] for m in models]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *hypers)
 
 
 def class_labels(counts: tuple[int, ...]) -> np.ndarray:

@@ -34,10 +34,12 @@ weakest class's margin negative: this linearization is a model of the early, sep
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array
 
-from gflow.models.base import Model, Readout, class_labels, cross_entropy
+from gflow.models.base import Model, Readout, counts_of, cross_entropy
 
 
 def elastic_coupling(classes: int, alpha: float, beta: float, dtype=jnp.float32):
@@ -51,16 +53,7 @@ def margin_directions(classes: int, dtype=jnp.float32):
     return jnp.eye(classes, dtype=dtype) - 1.0 / classes
 
 
-def locally_elastic(
-    classes: int,
-    per_class: int | tuple[int, ...],
-    alpha: float = 1.0,
-    beta: float = 0.5,
-    init_margin: float = 1.0,
-    init_scale: float = 0.1,
-    dtype=jnp.float32,
-    name: str = "le-ode",
-) -> Model:
+class LocallyElastic(Model):
     """LE-ODE / LE-SDE features (the drift above; the diffusion sigma is the SDE dynamics' noise).
 
     ``params = {"X": (N, K)}``, initialized as X_{c,i} = init_margin * u_c + init_scale * N(0, I):
@@ -71,55 +64,91 @@ def locally_elastic(
     ``within_variance`` and ``between_variance`` (mean squared deviation of the samples from
     their class mean, and of the class means from the global mean).
     """
-    counts = (per_class,) * classes if isinstance(per_class, int) else tuple(per_class)
-    labels = jnp.asarray(class_labels(counts))
-    onehot = jax.nn.one_hot(labels, classes, dtype=dtype)
-    counts_arr = jnp.asarray(counts, dtype)
-    proportions = counts_arr / jnp.sum(counts_arr)
-    coupling = elastic_coupling(classes, alpha, beta, dtype)
-    directions = margin_directions(classes, dtype)
-    eye, zeros = jnp.eye(classes, dtype=dtype), jnp.zeros((classes,), dtype)
 
-    def class_means(X):
-        return (onehot.T @ X) / counts_arr[:, None]
+    model_name: str = eqx.field(static=True)
+    alpha: Array
+    beta: Array
+    init_margin: Array
+    init_scale: Array
 
-    def init(key):
-        noise = jax.random.normal(key, (len(labels), classes), dtype)
-        return {"X": init_margin * directions[labels] + init_scale * noise}
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.model_name
 
-    def drift(params):
-        means = class_means(params["X"])
+    @property
+    def dim(self) -> int:
+        return self.num_classes
+
+    def _counts(self):
+        return jnp.asarray(self.counts, self.dtype)
+
+    def class_means(self, X):
+        return (self.onehot().T @ X) / self._counts()[:, None]
+
+    def init(self, key):
+        labels = jnp.asarray(self.labels)
+        noise = jax.random.normal(key, (self.num_samples, self.num_classes), self.dtype)
+        directions = margin_directions(self.num_classes, self.dtype)
+        return {"X": self.init_margin * directions[labels] + self.init_scale * noise}
+
+    def drift(self, params):
+        K, labels = self.num_classes, jnp.asarray(self.labels)
+        directions = margin_directions(K, self.dtype)
+        proportions = self._counts() / self.num_samples
+        coupling = elastic_coupling(K, self.alpha, self.beta, self.dtype)
+        means = self.class_means(params["X"])
         # y_c = u_c . X_bar_c / ||u_c||^2: the size of class c's step along u_c
         y = jnp.sum(means * directions, axis=1) / jnp.sum(directions**2, axis=1)
         per_class_push = coupling @ (proportions[:, None] * y[:, None] * directions)
         return {"X": per_class_push[labels]}
 
-    def readout(params):
-        return Readout(eye, params["X"], zeros, labels)
+    def readout(self, params):
+        K = self.num_classes
+        eye, zeros = jnp.eye(K, dtype=self.dtype), jnp.zeros((K,), self.dtype)
+        return Readout(eye, params["X"], zeros, jnp.asarray(self.labels))
 
-    def loss(params):
-        return cross_entropy(params["X"], onehot)
+    def loss(self, params):
+        return cross_entropy(params["X"], self.onehot())
 
-    def observables(params):
-        X = params["X"]
-        means = class_means(X)
+    def observables(self, params):
+        X, onehot, K = params["X"], self.onehot(), self.num_classes
+        means = self.class_means(X)
         own = jnp.sum(X * onehot, axis=1, keepdims=True)
-        sample_margins = jnp.sum((own - X) * (1 - onehot), axis=1) / (classes - 1)
+        sample_margins = jnp.sum((own - X) * (1 - onehot), axis=1) / (K - 1)
         global_mean = jnp.mean(X, axis=0)
         return {
             "mean_margin": jnp.mean(sample_margins),
-            "within_variance": jnp.mean(jnp.sum((X - means[labels]) ** 2, axis=1)),
+            "within_variance": jnp.mean(
+                jnp.sum((X - means[jnp.asarray(self.labels)]) ** 2, axis=1)
+            ),
             "between_variance": jnp.mean(jnp.sum((means - global_mean) ** 2, axis=1)),
         }
 
-    return Model(name, init, loss, readout, counts, classes, False, observables, drift)
+
+def locally_elastic(
+    classes: int,
+    per_class: int | tuple[int, ...],
+    alpha: float = 1.0,
+    beta: float = 0.5,
+    init_margin: float = 1.0,
+    init_scale: float = 0.1,
+    dtype=jnp.float32,
+    name: str = "le-ode",
+) -> LocallyElastic:
+    """A :class:`LocallyElastic` model (hyperparameters become 0-d arrays of ``dtype``)."""
+    dtype = jnp.dtype(dtype)
+    s = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+    return LocallyElastic(
+        counts=counts_of(classes, per_class), dtype_name=dtype.name, model_name=name,
+        alpha=s(alpha), beta=s(beta), init_margin=s(init_margin), init_scale=s(init_scale),
+    )  # fmt: skip
 
 
-def le_ode(classes: int, per_class, **kwargs) -> Model:
+def le_ode(classes: int, per_class, **kwargs) -> LocallyElastic:
     """The LE-ODE model (run it with gradient-flow dynamics: they follow ``model.drift``)."""
     return locally_elastic(classes, per_class, name="le-ode", **kwargs)
 
 
-def le_sde(classes: int, per_class, **kwargs) -> Model:
+def le_sde(classes: int, per_class, **kwargs) -> LocallyElastic:
     """The LE-SDE model: the LE-ODE drift, run with ``kind = "sde"`` (noise = sigma)."""
     return locally_elastic(classes, per_class, name="le-sde", **kwargs)

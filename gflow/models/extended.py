@@ -13,12 +13,68 @@ metrics of the pre-ReLU features Z = H1 W1^T and of H1.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array
 
 from gflow import metrics
-from gflow.models.base import Model, Readout, class_labels
+from gflow.models.base import Model, Readout, counts_of
 from gflow.models.ufm import mean_squared_error
+
+
+class ExtendedUFM(Model):
+    """Extended UFM with ``free_dim`` free-feature dimensions and a ReLU layer of width
+    ``hidden``."""
+
+    free_dim: int = eqx.field(static=True)
+    hidden: int = eqx.field(static=True)
+    wd_W: Array
+    wd_W1: Array
+    wd_H: Array
+    init_scale: Array
+
+    name = "extended-ufm"
+
+    @property
+    def dim(self) -> int:
+        return self.hidden
+
+    def init(self, key):
+        kh, k1, k2 = jax.random.split(key, 3)
+        shapes = {
+            "H1": (self.num_samples, self.free_dim),
+            "W1": (self.hidden, self.free_dim),
+            "W2": (self.num_classes, self.hidden),
+        }
+        return {
+            name: self.init_scale * jax.random.normal(k, shape, self.dtype)
+            for k, (name, shape) in zip((kh, k1, k2), shapes.items(), strict=True)
+        }
+
+    def readout(self, params):
+        H2 = jax.nn.relu(params["H1"] @ params["W1"].T)
+        return Readout(
+            params["W2"], H2, jnp.zeros((self.num_classes,), H2.dtype), jnp.asarray(self.labels)
+        )
+
+    def loss(self, params):
+        W2, H2, _, _ = self.readout(params)
+        return (
+            mean_squared_error(H2 @ W2.T, self.onehot())
+            + 0.5 * self.wd_W * jnp.sum(W2**2)
+            + 0.5 * self.wd_W1 * jnp.sum(params["W1"] ** 2)
+            + 0.5 * self.wd_H * jnp.sum(params["H1"] ** 2)
+        )
+
+    def observables(self, params):
+        labels, K = jnp.asarray(self.labels), self.num_classes
+        Z = params["H1"] @ params["W1"].T
+        return {
+            "nc1_pre": metrics.nc1(Z, labels, K),
+            "nc2_pre": metrics.nc2_features(Z, labels, K),
+            "nc1_free": metrics.nc1(params["H1"], labels, K),
+        }
 
 
 def extended_ufm(
@@ -31,39 +87,11 @@ def extended_ufm(
     wd_H: float = 5e-3,
     init_scale: float = 0.3,
     dtype=jnp.float32,
-) -> Model:
-    """Extended UFM with ``dim`` free-feature dimensions and a ReLU layer of width ``hidden``."""
-    counts = (per_class,) * classes if isinstance(per_class, int) else tuple(per_class)
-    labels = jnp.asarray(class_labels(counts))
-    onehot = jax.nn.one_hot(labels, classes, dtype=dtype)
-
-    def init(key):
-        kh, k1, k2 = jax.random.split(key, 3)
-        return {
-            "H1": init_scale * jax.random.normal(kh, (len(labels), dim), dtype),
-            "W1": init_scale * jax.random.normal(k1, (hidden, dim), dtype),
-            "W2": init_scale * jax.random.normal(k2, (classes, hidden), dtype),
-        }
-
-    def readout(params):
-        H2 = jax.nn.relu(params["H1"] @ params["W1"].T)
-        return Readout(params["W2"], H2, jnp.zeros((classes,), H2.dtype), labels)
-
-    def loss(params):
-        W2, H2, _, _ = readout(params)
-        return (
-            mean_squared_error(H2 @ W2.T, onehot)
-            + 0.5 * wd_W * jnp.sum(W2**2)
-            + 0.5 * wd_W1 * jnp.sum(params["W1"] ** 2)
-            + 0.5 * wd_H * jnp.sum(params["H1"] ** 2)
-        )
-
-    def observables(params):
-        Z = params["H1"] @ params["W1"].T
-        return {
-            "nc1_pre": metrics.nc1(Z, labels, classes),
-            "nc2_pre": metrics.nc2_features(Z, labels, classes),
-            "nc1_free": metrics.nc1(params["H1"], labels, classes),
-        }
-
-    return Model("extended-ufm", init, loss, readout, counts, hidden, False, observables)
+) -> ExtendedUFM:
+    """An :class:`ExtendedUFM` (hyperparameters become 0-d arrays of ``dtype``)."""
+    dtype = jnp.dtype(dtype)
+    s = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+    return ExtendedUFM(
+        counts=counts_of(classes, per_class), dtype_name=dtype.name, free_dim=dim,
+        hidden=hidden, wd_W=s(wd_W), wd_W1=s(wd_W1), wd_H=s(wd_H), init_scale=s(init_scale),
+    )  # fmt: skip

@@ -19,12 +19,14 @@ from __future__ import annotations
 import functools
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array
 
 from gflow import linalg
-from gflow.models.base import Model, Readout, class_labels
+from gflow.models.base import Model, Readout, counts_of
 from gflow.models.ufm import mean_squared_error
 
 DATASETS = ("digits",)
@@ -72,42 +74,100 @@ def _linear_chain_observables(layers, features, labels, onehot, num_classes):
     }
 
 
-def _network(name, inputs_fn, first_params, counts, width, classes, depth, wd_W, extra_penalty,
-             init_scale, dtype):  # fmt: skip
-    labels = jnp.asarray(class_labels(counts))
-    onehot = jax.nn.one_hot(labels, classes, dtype=dtype)
-    shapes = [(width, width)] * (depth - 1) + [(classes, width)]
+class LinearHead(Model):
+    """Inputs a(x) (free features, or a ReLU layer on data) followed by ``depth`` linear layers
+    V_1 .. V_L of width ``width``, MSE loss, weight decay ``wd_W`` on every weight matrix."""
 
-    def init(key):
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    wd_W: Array
+    init_scale: Array
+
+    @property
+    def dim(self) -> int:
+        return self.width
+
+    def inputs(self, params):
+        raise NotImplementedError
+
+    def first_params(self, key) -> dict:
+        raise NotImplementedError
+
+    def extra_penalty(self, params):
+        raise NotImplementedError
+
+    def init(self, key):
+        depth, width, K = self.depth, self.width, self.num_classes
+        shapes = [(width, width)] * (depth - 1) + [(K, width)]
         keys = jax.random.split(key, depth + 1)
-        params = first_params(keys[0])
+        params = self.first_params(keys[0])
         params["linear"] = [
-            init_scale / math.sqrt(shape[1]) * jax.random.normal(k, shape, dtype)
+            self.init_scale / math.sqrt(shape[1]) * jax.random.normal(k, shape, self.dtype)
             for k, shape in zip(keys[1:], shapes, strict=True)
         ]
         return params
 
-    def penultimate(params):
-        a = inputs_fn(params)
+    def penultimate(self, params):
+        a = self.inputs(params)
         for V in params["linear"][:-1]:
             a = a @ V.T
         return a
 
-    def readout(params):
-        H = penultimate(params)
-        return Readout(params["linear"][-1], H, jnp.zeros((classes,), H.dtype), labels)
+    def readout(self, params):
+        H = self.penultimate(params)
+        zeros = jnp.zeros((self.num_classes,), H.dtype)
+        return Readout(params["linear"][-1], H, zeros, jnp.asarray(self.labels))
 
-    def loss(params):
-        outputs = penultimate(params) @ params["linear"][-1].T
+    def loss(self, params):
+        outputs = self.penultimate(params) @ params["linear"][-1].T
         decay = sum(jnp.sum(V**2) for V in params["linear"])
-        return mean_squared_error(outputs, onehot) + 0.5 * wd_W * decay + extra_penalty(params)
+        fit = mean_squared_error(outputs, self.onehot())
+        return fit + 0.5 * self.wd_W * decay + self.extra_penalty(params)
 
-    def observables(params):
+    def observables(self, params):
         return _linear_chain_observables(
-            params["linear"], penultimate(params), labels, onehot, classes
-        )
+            params["linear"], self.penultimate(params), jnp.asarray(self.labels),
+            self.onehot(), self.num_classes,
+        )  # fmt: skip
 
-    return Model(name, init, loss, readout, counts, width, False, observables)
+
+class DeepLinear(LinearHead):
+    """Free features H (N, width) -> ``depth`` linear layers; weight decay wd_H on H."""
+
+    wd_H: Array
+
+    name = "deep-linear"
+
+    def inputs(self, params):
+        return params["H"]
+
+    def first_params(self, key):
+        shape = (self.num_samples, self.width)
+        return {"H": self.init_scale * jax.random.normal(key, shape, self.dtype)}
+
+    def extra_penalty(self, params):
+        return 0.5 * self.wd_H * jnp.sum(params["H"] ** 2)
+
+
+class WideNet(LinearHead):
+    """relu(W_0 x + b_0) of width ``width`` on the inputs ``X`` (N, p; data, a leaf), then
+    ``depth`` linear layers; wd_W on W_0 too (not on b_0)."""
+
+    dataset: str = eqx.field(static=True)
+    X: Array
+
+    name = "wide-net"
+
+    def inputs(self, params):
+        return jax.nn.relu(self.X @ params["W0"].T + params["b0"])
+
+    def first_params(self, key):
+        scale = self.init_scale * math.sqrt(2.0 / self.X.shape[1])
+        W0 = scale * jax.random.normal(key, (self.width, self.X.shape[1]), self.dtype)
+        return {"W0": W0, "b0": jnp.zeros((self.width,), self.dtype)}
+
+    def extra_penalty(self, params):
+        return 0.5 * self.wd_W * jnp.sum(params["W0"] ** 2)
 
 
 def deep_linear(
@@ -119,20 +179,16 @@ def deep_linear(
     wd_H: float = 5e-3,
     init_scale: float = 1.0,
     dtype=jnp.float32,
-) -> Model:
+) -> DeepLinear:
     """Free features H (N, dim) -> ``depth`` linear layers; weight decay wd_W on V, wd_H on H.
 
     Init: H entries init_scale N(0, 1); V_l entries init_scale N(0, 1)/sqrt(fan_in).
     """
-    counts = (per_class,) * classes if isinstance(per_class, int) else tuple(per_class)
-    num_samples = sum(counts)
-    return _network(
-        "deep-linear",
-        lambda p: p["H"],
-        lambda key: {"H": init_scale * jax.random.normal(key, (num_samples, dim), dtype)},
-        counts, dim, classes, depth, wd_W,
-        lambda p: 0.5 * wd_H * jnp.sum(p["H"] ** 2),
-        init_scale, dtype,
+    dtype = jnp.dtype(dtype)
+    s = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+    return DeepLinear(
+        counts=counts_of(classes, per_class), dtype_name=dtype.name, width=dim, depth=depth,
+        wd_W=s(wd_W), init_scale=s(init_scale), wd_H=s(wd_H),
     )  # fmt: skip
 
 
@@ -145,24 +201,16 @@ def wide_net(
     dataset: str = "digits",
     init_scale: float = 1.0,
     dtype=jnp.float32,
-) -> Model:
+) -> WideNet:
     """relu(W_0 x + b_0) of width ``width`` on ``dataset``, then ``depth`` linear layers.
 
     Weight decay wd_W on every weight matrix (W_0 included, not b_0). Init: entries
     init_scale N(0, 1)/sqrt(fan_in) (times sqrt(2) for the ReLU layer), b_0 = 0.
     """
+    dtype = jnp.dtype(dtype)
     X = jnp.asarray(load_dataset(dataset, classes, per_class), dtype)
-    counts = (per_class,) * classes
-
-    def first(key):
-        scale = init_scale * math.sqrt(2.0 / X.shape[1])  # a Python float keeps the dtype
-        W0 = scale * jax.random.normal(key, (width, X.shape[1]), dtype)
-        return {"W0": W0, "b0": jnp.zeros((width,), dtype)}
-
-    return _network(
-        "wide-net",
-        lambda p: jax.nn.relu(X @ p["W0"].T + p["b0"]),
-        first, counts, width, classes, depth, wd_W,
-        lambda p: 0.5 * wd_W * jnp.sum(p["W0"] ** 2),
-        init_scale, dtype,
+    return WideNet(
+        counts=(per_class,) * classes, dtype_name=dtype.name, width=width, depth=depth,
+        wd_W=jnp.asarray(wd_W, dtype), init_scale=jnp.asarray(init_scale, dtype),
+        dataset=dataset, X=X,
     )  # fmt: skip

@@ -12,12 +12,14 @@ and only H (and b) learn (Zhu et al., section 5). Closed-form minimizers: :mod:`
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from jaxtyping import Array
 
 from gflow import theory
-from gflow.models.base import Model, Readout, class_labels, cross_entropy
+from gflow.models.base import Model, Readout, counts_of, cross_entropy
 
 LOSSES = ("ce", "mse")
 CLASSIFIERS = ("learned", "fixed-etf")
@@ -26,6 +28,73 @@ CLASSIFIERS = ("learned", "fixed-etf")
 def mean_squared_error(outputs, onehot, axis: int = 1):
     """(1/(2N)) ||outputs - Y||_F^2 for outputs (N, K); ``axis`` is the class axis."""
     return jnp.sum(optax.l2_loss(outputs, onehot)) / (outputs.size // outputs.shape[axis])
+
+
+class UFM(Model):
+    """A UFM with the chosen loss ("ce" or "mse") and classifier ("learned" or "fixed-etf").
+
+    ``init(key)`` draws the learned parameters i.i.d. ``init_scale * N(0, 1)``; parameters that
+    are not learned (b without bias, W when fixed) are absent from the pytree and ``readout``
+    reports their fixed value (b = 0, W the ETF).
+    """
+
+    feature_dim: int = eqx.field(static=True)
+    loss_kind: str = eqx.field(static=True)
+    has_bias: bool = eqx.field(static=True)
+    classifier: str = eqx.field(static=True)
+    model_name: str = eqx.field(static=True)
+    wd_W: Array
+    wd_H: Array
+    wd_b: Array
+    classifier_norm: Array
+    init_scale: Array
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.model_name
+
+    @property
+    def dim(self) -> int:
+        return self.feature_dim
+
+    @property
+    def bias(self) -> bool:
+        return self.has_bias
+
+    @property
+    def learns_W(self) -> bool:
+        return self.classifier == "learned"
+
+    def init(self, key):
+        K, d, dtype = self.num_classes, self.feature_dim, self.dtype
+        kw, kh, kb = jax.random.split(key, 3)
+        params = {"H": self.init_scale * jax.random.normal(kh, (self.num_samples, d), dtype)}
+        if self.learns_W:
+            params["W"] = self.init_scale * jax.random.normal(kw, (K, d), dtype)
+        if self.has_bias:
+            params["b"] = self.init_scale * jax.random.normal(kb, (K,), dtype)
+        return params
+
+    def readout(self, params):
+        K = self.num_classes
+        if self.learns_W:
+            W = params["W"]
+        else:
+            etf = jnp.asarray(theory.simplex_etf(K, self.feature_dim), self.dtype)
+            W = self.classifier_norm * etf
+        b = params["b"] if self.has_bias else jnp.zeros((K,), W.dtype)
+        return Readout(W, params["H"], b, jnp.asarray(self.labels))
+
+    def loss(self, params):
+        W, H, b, _ = self.readout(params)
+        fit = cross_entropy if self.loss_kind == "ce" else mean_squared_error
+        # logits as (K, N), the sample axis minor: 1.3-1.6x faster on CPU than (N, K)
+        value = fit(W @ H.T + b[:, None], self.onehot(axis=0), 0) + 0.5 * self.wd_H * jnp.sum(H**2)
+        if self.learns_W:
+            value = value + 0.5 * self.wd_W * jnp.sum(W**2)
+        if self.has_bias:
+            value = value + 0.5 * self.wd_b * jnp.sum(b**2)
+        return value
 
 
 def ufm(
@@ -43,60 +112,25 @@ def ufm(
     init_scale: float = 0.1,
     dtype=jnp.float32,
     name: str | None = None,
-) -> Model:
-    """A UFM with the chosen loss ("ce" or "mse") and classifier ("learned" or "fixed-etf").
-
-    ``init(key)`` draws the learned parameters i.i.d. ``init_scale * N(0, 1)``; parameters that
-    are not learned (b without bias, W when fixed) are absent from the pytree and ``readout``
-    reports their fixed value (b = 0, W the ETF).
-    """
-    counts = (per_class,) * classes if isinstance(per_class, int) else tuple(per_class)
-    labels = jnp.asarray(class_labels(counts))
-    onehot_t = jax.nn.one_hot(labels, classes, dtype=dtype, axis=0)  # (K, N)
-    num_samples = len(labels)
-    fit = cross_entropy if loss == "ce" else mean_squared_error
-    learn_W = classifier == "learned"
-    fixed_W = (
-        None
-        if learn_W
-        else jnp.asarray(classifier_norm * theory.simplex_etf(classes, dim), dtype=dtype)
-    )
-
-    def init(key):
-        kw, kh, kb = jax.random.split(key, 3)
-        params = {"H": init_scale * jax.random.normal(kh, (num_samples, dim), dtype)}
-        if learn_W:
-            params["W"] = init_scale * jax.random.normal(kw, (classes, dim), dtype)
-        if bias:
-            params["b"] = init_scale * jax.random.normal(kb, (classes,), dtype)
-        return params
-
-    def readout(params):
-        W = params["W"] if learn_W else fixed_W
-        b = params["b"] if bias else jnp.zeros((classes,), W.dtype)
-        return Readout(W, params["H"], b, labels)
-
-    def objective(params):
-        W, H, b, _ = readout(params)
-        # logits as (K, N), the sample axis minor: 1.3-1.6x faster on CPU than (N, K)
-        value = fit(W @ H.T + b[:, None], onehot_t, 0) + 0.5 * wd_H * jnp.sum(H**2)
-        if learn_W:
-            value = value + 0.5 * wd_W * jnp.sum(W**2)
-        if bias:
-            value = value + 0.5 * wd_b * jnp.sum(b**2)
-        return value
-
-    default_name = f"ufm-{loss}"
-    return Model(name or default_name, init, objective, readout, counts, dim, bias)
+) -> UFM:
+    """A :class:`UFM` (hyperparameters become 0-d arrays of ``dtype``)."""
+    dtype = jnp.dtype(dtype)
+    s = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+    return UFM(
+        counts=counts_of(classes, per_class), dtype_name=dtype.name, feature_dim=dim,
+        loss_kind=loss, has_bias=bias, classifier=classifier,
+        model_name=name or f"ufm-{loss}", wd_W=s(wd_W), wd_H=s(wd_H), wd_b=s(wd_b),
+        classifier_norm=s(classifier_norm), init_scale=s(init_scale),
+    )  # fmt: skip
 
 
-def ufm_ce(classes, dim, per_class, wd_W=5e-3, wd_H=5e-3, wd_b=5e-3, bias=True, **kwargs) -> Model:
+def ufm_ce(classes, dim, per_class, wd_W=5e-3, wd_H=5e-3, wd_b=5e-3, bias=True, **kwargs) -> UFM:
     """UFM with cross-entropy and weight decay on W, H and b (Zhu et al. 2021)."""
     return ufm(classes, dim, per_class, loss="ce", wd_W=wd_W, wd_H=wd_H, wd_b=wd_b, bias=bias,
                **kwargs)  # fmt: skip
 
 
-def ufm_mse(classes, dim, per_class, wd_W=5e-3, wd_H=5e-3, wd_b=0.0, bias=True, **kwargs) -> Model:
+def ufm_mse(classes, dim, per_class, wd_W=5e-3, wd_H=5e-3, wd_b=0.0, bias=True, **kwargs) -> UFM:
     """UFM with MSE; the bias is unregularized by default (Tirer & Bruna 2022)."""
     return ufm(classes, dim, per_class, loss="mse", wd_W=wd_W, wd_H=wd_H, wd_b=wd_b, bias=bias,
                **kwargs)  # fmt: skip

@@ -11,11 +11,23 @@ than the collapsed minimizers are strict saddles.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 
 from gflow import metrics
-from gflow.models.base import Model
-from gflow.models.ufm import ufm_ce
+from gflow.models.ufm import UFM, ufm
+
+
+class ULPM(UFM):
+    """The UFM-CE loss with no bias; observables add the KKT residual of the minimum-norm
+    separation problem (:func:`gflow.metrics.kkt_residual`): ``kkt_residual`` and
+    ``kkt_slackness``."""
+
+    def observables(self, params):
+        W, H, _, labels = self.readout(params)
+        residual, slackness = metrics.kkt_residual(W, H, labels, self.num_classes)
+        return {"kkt_residual": residual, "kkt_slackness": slackness}
 
 
 def ulpm(
@@ -26,20 +38,10 @@ def ulpm(
     wd_H: float = 0.0,
     init_scale: float = 0.1,
     dtype=jnp.float32,
-) -> Model:
-    """ULPM: the UFM-CE loss with no bias and, by default, no weight decay.
-
-    Observables add the KKT residual of the minimum-norm separation problem
-    (:func:`gflow.metrics.kkt_residual`): ``kkt_residual`` and ``kkt_slackness``.
-    """
-    model = ufm_ce(
-        classes, dim, per_class, wd_W=wd_W, wd_H=wd_H, wd_b=0.0, bias=False,
+) -> ULPM:
+    """ULPM: the UFM-CE loss with no bias and, by default, no weight decay."""
+    base = ufm(
+        classes, dim, per_class, loss="ce", wd_W=wd_W, wd_H=wd_H, wd_b=0.0, bias=False,
         init_scale=init_scale, dtype=dtype, name="ulpm",
     )  # fmt: skip
-
-    def observables(params):
-        W, H, _, labels = model.readout(params)
-        residual, slackness = metrics.kkt_residual(W, H, labels, classes)
-        return {"kkt_residual": residual, "kkt_slackness": slackness}
-
-    return model._replace(observables=observables)
+    return ULPM(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})

@@ -1,0 +1,144 @@
+"""Hyperparameters are data: one compiled solve per model structure.
+
+A model's hyperparameters (weight decays, impacts, the init scale) are array leaves, and so are
+the dynamics settings that do not change shapes (save times, rtol/atol, dt0, lr, noise). These
+tests check that the traced values are the values used (each agrees with the same model solved
+with its values as compile-time constants), that a second run with other values neither retraces
+nor recompiles, and that a sweep's points solved in one batch equal each point solved alone.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gflow import batch, models, simulation, sweep
+from gflow.config import DynamicsConfig
+
+SMALL = {
+    "model": {"name": "ufm-ce", "classes": 3, "dim": 4, "per_class": 2},
+    "dynamics": {"t1": 200.0, "saves": 5, "rtol": 1e-9, "atol": 1e-11},
+    "init": {"count": 3},
+    "run": {"precision": "float64"},
+}
+
+
+def _config(**changes):
+    raw = {section: dict(values) for section, values in SMALL.items()}
+    for section, values in changes.items():
+        raw.setdefault(section, {}).update(values)
+    return simulation.as_config(raw)
+
+
+def test_another_value_neither_retraces_nor_recompiles():
+    first = simulation.simulate(_config())
+    before = simulation.cache_info()
+    changed = [
+        {"model": {"wd_W": 2e-3, "wd_H": 1e-2}},
+        {"dynamics": {"t1": 900.0, "rtol": 1e-7}},
+        {"init": {"seed": 4, "scale": 0.3}},
+    ]
+    runs = [simulation.simulate(_config(**c)) for c in changed]
+    after = simulation.cache_info()
+    assert after["traces"] == before["traces"] and after["compiles"] == before["compiles"]
+    assert after["hits"] == before["hits"] + len(changed)
+    for ds in runs:  # the new values were used: other numbers, and compile_seconds 0
+        assert not np.array_equal(ds.loss.values, first.loss.values)
+        assert ds.attrs["compile_seconds"] == 0.0
+    assert runs[1].time.values[-1] == 900.0 and float(runs[1].stop_time.max()) == 900.0
+
+
+def test_a_structural_change_compiles_again():
+    simulation.simulate(_config())
+    before = simulation.cache_info()
+    simulation.simulate(_config(model={"classes": 4}))
+    assert simulation.cache_info()["compiles"] == before["compiles"] + 1
+
+
+def test_models_of_one_structure_share_a_treedef():
+    a = models.ufm_ce(4, 8, 5, wd_W=1e-3, dtype=jnp.float64)
+    b = models.ufm_ce(4, 8, 5, wd_W=7e-3, init_scale=0.5, dtype=jnp.float64)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    assert jax.tree.structure(a) != jax.tree.structure(models.ufm_ce(4, 8, 6))
+    assert (
+        models.hyperparameters(b)["wd_W"] == 7e-3 and models.hyperparameters(b)["init_scale"] == 0.5
+    )
+
+
+@pytest.mark.parametrize(
+    "dyn",
+    [
+        DynamicsConfig(t1=300.0, saves=4, rtol=1e-10, atol=1e-12),
+        DynamicsConfig(t1=300.0, saves=4, rtol=1e-10, atol=1e-12, reparam="log"),
+        DynamicsConfig(kind="gd", lr=0.3, steps=200, saves=4),
+        DynamicsConfig(kind="sde", solver="euler", t1=5.0, dt0=0.01, noise=0.05, saves=4),
+    ],
+    ids=["flow", "log-clock", "gd", "sde"],
+)
+def test_traced_values_agree_with_constants(dyn):
+    """The cached solve (values as inputs) against a solve compiled with the same values as
+    constants (a custom observer takes that path): equal to rounding in float64."""
+    model = models.ufm_ce(3, 4, 2, wd_W=3e-3, wd_H=8e-3, dtype=jnp.float64)
+    params0 = batch.init_batch(model, seed=1, count=2)
+    keys = batch.noise_keys(0, 2)
+    traced = batch.batched_solver(model, dyn)(params0, keys)
+    constant = batch.batched_solver(model, dyn, observe=batch.observer(model))(params0, keys)
+    for name in ("loss", "nc1", "nc3"):
+        np.testing.assert_allclose(traced.observed[name], constant.observed[name], rtol=1e-9)
+    np.testing.assert_allclose(traced.final["H"], constant.final["H"], rtol=1e-9, atol=1e-12)
+
+
+def test_run_batch_traces_once_per_structure():
+    dyn = DynamicsConfig(kind="gd", lr=0.2, steps=50, saves=3)
+    params0 = batch.init_batch(models.ufm_mse(3, 4, 2, dtype=jnp.float64), seed=0, count=2)
+    batch.run_batch(models.ufm_mse(3, 4, 2, dtype=jnp.float64), dyn, params0)
+    traces = batch.TRACES["solve"]
+    other = models.ufm_mse(3, 4, 2, wd_W=0.02, wd_H=0.03, dtype=jnp.float64)
+    out = batch.run_batch(other, DynamicsConfig(kind="gd", lr=0.4, steps=50, saves=3), params0)
+    assert batch.TRACES["solve"] == traces
+    assert np.all(np.isfinite(out.observed["loss"]))
+
+
+SWEEP = """\
+[model]
+name = "ufm-ce"
+classes = 3
+dim = 4
+per_class = 2
+wd_H = [1e-3, 5e-3, 2e-2]
+
+[dynamics]
+t1 = [150.0, 400.0]
+saves = 4
+
+[init]
+count = 3
+seed = [0, 1]
+
+[run]
+precision = "float64"
+"""
+
+
+def test_a_folded_sweep_equals_its_points_alone(tmp_path):
+    """12 points that differ in wd_H, t1 and the seed: one compilation, one batch; every
+    point's results are bit-identical to solving that point alone."""
+    config = tmp_path / "sweep.toml"
+    config.write_text(SWEEP)
+    before = simulation.cache_info()
+    sweep.run(config, tmp_path / "out", progress=False)
+    assert simulation.cache_info()["compiles"] <= before["compiles"] + 1
+    import tomllib
+
+    _, grid = sweep.points(tomllib.loads(SWEEP))
+    whole = sweep.open_sweep(tmp_path / "out")
+    assert dict(whole.sizes)["wd_H"] == 3 and whole.sizes["t1"] == 2 and whole.sizes["seed"] == 2
+    for n, (_index, cfg) in enumerate(grid):
+        alone = simulation.simulate(cfg)
+        point = sweep.load_point(tmp_path / "out", **{
+            "wd_H": cfg.model.wd_H, "t1": cfg.dynamics.t1, "seed": cfg.init.seed})  # fmt: skip
+        for name in ("loss", "nc1", "nc2", "W", "H", "b", "num_steps", "time"):
+            assert np.array_equal(alone[name].values, point[name].values), (n, name)
+        sel = whole.sel(wd_H=cfg.model.wd_H, t1=cfg.dynamics.t1, seed=cfg.init.seed)
+        np.testing.assert_array_equal(sel.loss.values, alone.loss.values)
+        np.testing.assert_array_equal(sel.save_time.values, alone.time.values)
