@@ -141,6 +141,7 @@ def plot(record: dict, path: Path) -> None:
     for y, v in enumerate(bars):
         ax.text(v, y, f" {v:.0f} s", va="center")
     ax.set_xscale("log")
+    ax.set_xlim(1, 5 * max(bars))
     ax.set_xlabel("wall-clock seconds (whole processes)")
     ax.set_title(f"{int(np.sqrt(s['points']))}x{int(np.sqrt(s['points']))} UFM-CE sweep, "
                  f"{record['machine']['cpu']}", fontsize=9)  # fmt: skip

@@ -64,26 +64,40 @@ def set_precision(precision: str) -> jnp.dtype:
     return jnp.float32
 
 
-def load_initial_params(path: str | Path, model: Model, count: int, dtype) -> dict:
-    """Read W, H (and b) from an .npz, with or without a leading init axis, checking shapes."""
+def parameter_layout(model: Model) -> dict[str, tuple[int, ...]]:
+    """One initialization's parameters by name, as ``init.from`` files name them: the keys of
+    the parameter pytree joined by "/" (``W``, ``H``, ``b``; ``H1``, ``W1``, ``W2``;
+    ``linear/0``, ...), each with its shape (from ``jax.eval_shape(model.init)``)."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    return {
+        _path_name(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]
+    }
+
+
+def _path_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def load_initial_params(path: str | Path, model: Model, count: int, dtype):
+    """Read the model's parameters (:func:`parameter_layout`) from an .npz, with or without a
+    leading init axis, checking names and shapes; a missing bias ``b`` starts at 0."""
+    layout = parameter_layout(model)
+    names = ", ".join(layout)
     try:
         arrays = dict(np.load(path))  # allow_pickle stays off: no code runs from the file
     except Exception as err:  # noqa: BLE001 -- any unreadable file is a config problem
         raise ConfigError(
-            f"init.from: {path} is not an .npz of arrays W, H, b (numpy.savez; "
+            f"init.from: {path} is not an .npz of arrays {names} (numpy.savez; "
             f"{type(err).__name__})"
         ) from None
-    K, d, N = model.num_classes, model.dim, len(model.labels)
-    expected = {"W": (K, d), "H": (N, d)}
-    if model.bias:
-        expected["b"] = (K,)
-    params = {}
-    for name, shape in expected.items():
+    leaves = []
+    for name, shape in layout.items():
         if name not in arrays:
             if name == "b":
                 arrays["b"] = np.zeros(shape)
             else:
-                raise ConfigError(f"init.from: {path} has no array {name!r} (needs W, H, b)")
+                raise ConfigError(f"init.from: {path} has no array {name!r} (needs {names})")
         a = arrays[name]
         if a.shape == shape:
             a = np.broadcast_to(a, (count, *shape))
@@ -94,8 +108,9 @@ def load_initial_params(path: str | Path, model: Model, count: int, dtype) -> di
             )
         if not np.all(np.isfinite(a)):
             raise ConfigError(f"init.from: array {name} holds non-finite values")
-        params[name] = jnp.asarray(a, dtype)
-    return params
+        leaves.append(jnp.asarray(a, dtype))
+    treedef = jax.tree.structure(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def build_model(cfg: Config, check: bool = True) -> Model:
