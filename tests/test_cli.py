@@ -180,7 +180,7 @@ def test_init_from_not_an_npz(tmp_path, capsys):
         "scale = 0.1", f'scale = 0.1\nfrom = "{tmp_path / "start.npz"}"'
     )
     assert cli.main(["run", write_config(tmp_path, text), "--quiet"]) == 2
-    assert "is not an .npz of arrays W, H, b" in capsys.readouterr().err
+    assert "is not an .npz of arrays H, W, b" in capsys.readouterr().err
 
 
 def test_plot_of_a_missing_or_foreign_file(tmp_path, capsys):

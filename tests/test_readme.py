@@ -23,4 +23,4 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     assert abs(namespace["opt"].rho - 29.91511460643) < 1e-9
     assert namespace["traj"].observed["loss"].shape == (4,)
     assert namespace["batch"].status.shape == (8,)
-    assert namespace["b"].attrs["compile_seconds"] == 0.0  # same structure: no compilation
+    assert namespace["again"].attrs["compile_seconds"] == 0.0  # same structure: no compilation
