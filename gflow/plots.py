@@ -349,15 +349,15 @@ def plot_sweep(index: xr.Dataset) -> plt.Figure:
                 if logc and positive.size:
                     from matplotlib.colors import LogNorm
 
-                    norm = LogNorm(
-                        vmin=max(positive.min(), positive.max() * 1e-12), vmax=positive.max()
-                    )
-                    z = np.where(z > 0, z, np.nan)
+                    floor = max(positive.min(), positive.max() * 1e-12)
+                    norm = LogNorm(vmin=floor, vmax=positive.max())
+                    z = np.where(np.isfinite(z), np.maximum(z, floor), np.nan)  # exact 0: floor
                 mesh = ax.pcolormesh(x, y, z, shading="nearest", norm=norm, cmap="viridis")
                 fig.colorbar(mesh, ax=ax, shrink=0.85)
-                if np.any(np.isfinite(collapsed)) and np.nanmin(collapsed) < 0.5 < np.nanmax(
-                    collapsed
-                ):
+                boundary = bool(np.any(np.isfinite(collapsed))) and (
+                    np.nanmin(collapsed) < 0.5 < np.nanmax(collapsed)
+                )
+                if boundary:
                     ax.contour(x, y, collapsed, levels=[0.5], colors=_THEORY, linewidths=1.4)
                 ax.set(xlabel=xdim, ylabel=ydim, title=label)
                 ax.grid(False)
@@ -365,7 +365,7 @@ def plot_sweep(index: xr.Dataset) -> plt.Figure:
                     ax.set_xscale("log")
                 if _is_geometric(y):
                     ax.set_yscale("log")
-            if np.any(np.isfinite(collapsed)):
+            if boundary:
                 axs[0].plot([], [], color=_THEORY, label="closed-form collapse boundary")
                 fig.legend(loc="outside lower center", frameon=False, fontsize=8)
         if title:

@@ -39,7 +39,7 @@ FIGURES = Path(os.environ.get("GFLOW_FIGURES", "../runs/notebooks"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 # 16 x 16 points for the figure; a 6 x 6 grid when run headless by the test suite
 SIDE = 6 if os.environ.get("GFLOW_HEADLESS") == "1" else 16
-values = ", ".join(f"{v:.6g}" for v in np.geomspace(1e-4, 5e-2, SIDE))
+values = ", ".join(f"{v:.6g}" for v in np.geomspace(1e-4, 0.5, SIDE))
 config = f"""
 [model]
 name = "ufm-ce"
