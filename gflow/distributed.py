@@ -69,10 +69,9 @@ def per_device(fn, mesh: Mesh, replicated: int = 0):
     slice of the init axis (no communication: inits are independent). The first
     ``replicated`` arguments (shared data) go whole to every device."""
     spec = PartitionSpec("init")
-    in_specs = (PartitionSpec(),) * replicated + (spec,) * 8 if replicated else spec
 
     def sharded(*args):
-        specs = in_specs if not replicated else in_specs[: len(args)]
+        specs = (PartitionSpec(),) * replicated + (spec,) * (len(args) - replicated)
         # check_vma off: diffrax's loops build carries that the varying-axis check rejects
         return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=spec, check_vma=False)(*args)
 

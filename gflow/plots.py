@@ -342,6 +342,8 @@ def plot_sweep(index: xr.Dataset) -> plt.Figure:
             ydim, xdim = axes_[:2]
             x, y = index[xdim].values.astype(float), index[ydim].values.astype(float)
             collapsed = index.theory_collapsed.transpose(ydim, xdim).values
+            finite = collapsed[np.isfinite(collapsed)]
+            boundary = finite.size > 0 and finite.min() < 0.5 < finite.max()
             for ax, (var, label, logc) in zip(axs, panels, strict=True):
                 z = index[var].transpose(ydim, xdim).values.astype(float)
                 positive = z[np.isfinite(z) & (z > 0)]
@@ -354,9 +356,6 @@ def plot_sweep(index: xr.Dataset) -> plt.Figure:
                     z = np.where(np.isfinite(z), np.maximum(z, floor), np.nan)  # exact 0: floor
                 mesh = ax.pcolormesh(x, y, z, shading="nearest", norm=norm, cmap="viridis")
                 fig.colorbar(mesh, ax=ax, shrink=0.85)
-                boundary = bool(np.any(np.isfinite(collapsed))) and (
-                    np.nanmin(collapsed) < 0.5 < np.nanmax(collapsed)
-                )
                 if boundary:
                     ax.contour(x, y, collapsed, levels=[0.5], colors=_THEORY, linewidths=1.4)
                 ax.set(xlabel=xdim, ylabel=ydim, title=label)

@@ -149,7 +149,8 @@ def block_initializer(cfg: Config, model: Model, dtype) -> Callable[[int, int], 
     return lambda lo, hi: jax.vmap(model.init)(keys[lo:hi])
 
 
-# Compiled batch solves of this process, by what changes the program (see program_key); a
+# Compiled batch solves of this process, by what changes the program (``program`` in
+# solve_batches: structure_key, dtype, devices, vector and batch width, progress); a
 # second simulate/run of the same structure with other hyperparameter values reuses one.
 _PROGRAMS: dict[tuple, Any] = {}
 CACHE_STATS = {"compiles": 0, "hits": 0}
@@ -168,9 +169,10 @@ def clear_cache() -> None:
 
 
 def structure_key(cfg: Config, model: Model | None = None) -> str:
-    """The config as TOML with every value that is an input of the compiled solve, not part of
-    its program, set to a neutral value: the model's hyperparameters (its scalar leaves, e.g.
-    weight decays; init.scale), the init seed and file, the traced dynamics settings
+    """The config's fields, one ``section.key=value`` line each, with every value that is an
+    input of the compiled solve, not part of its program, set to a neutral value: the model's
+    hyperparameters (its scalar leaves, e.g. weight decays; init.scale), the init seed and
+    file, the traced dynamics settings
     (:data:`gflow.batch.TRACED_DYNAMICS`) and the run settings that cannot change the numbers.
     Configs with equal keys share one compiled solve and can be solved in one batch."""
     model = build_model(cfg, check=False) if model is None else model
@@ -219,11 +221,12 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
     position or device it lands in.
     """
     first = batches[0][0][0]
-    model = build_model(first)
+    model = build_model(first)  # with the checks (init.from, the Hessian's size) of the first
+    inputs = _InputCache()
     key = structure_key(first, model)
     for segments in batches:
         for cfg, _, _ in segments:
-            if structure_key(cfg) != key:
+            if structure_key(cfg, inputs.model(cfg)) != key:
                 raise ValueError("solve_batches: every segment must share one structure_key")
     dtype = set_precision(first.run.precision)
     mesh = distributed.local_mesh() if first.run.shard else None
@@ -248,7 +251,7 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
     )
     compiled = _PROGRAMS.get(program)
     for number, segments in enumerate(batches, start=1):
-        built = [_segment_inputs(cfg, lo, hi) for cfg, lo, hi in segments]
+        built = [inputs.segment(cfg, lo, hi) for cfg, lo, hi in segments]
         data = built[0][0]
         hyper, settings, params, keys = (
             jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *parts)
@@ -291,12 +294,10 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
         run_seconds = time.perf_counter() - start
         traj = jax.tree.map(np.asarray, traj)
         if progress and len(batches) > 1:
-            span = ", ".join(
-                f"{c.init.count if len(segments) > 1 else hi - lo}" for c, lo, hi in segments[:1]
-            )
+            (_, lo, hi), *more = segments
+            what = f"{len(segments)} points" if more else f"inits {lo}-{hi - 1}"
             print(
-                f"gflow: batch {number}/{len(batches)} ({len(segments)} segment(s) of {span}+ "
-                f"inits) in {run_seconds:.2f} s",
+                f"gflow: batch {number}/{len(batches)} ({what}) in {run_seconds:.2f} s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -315,18 +316,33 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
         yield out
 
 
-def _segment_inputs(cfg: Config, lo: int, hi: int):
-    """(data, hyper, settings, params0, keys, model, save times) of inits [lo, hi) of ``cfg``:
-    the model's data, and per init its hyperparameters, traced settings, initial parameters
-    and noise key (the same values whichever batch the inits are solved in)."""
-    dtype = set_precision(cfg.run.precision)
-    model = build_model(cfg, check=False)
-    count = hi - lo
-    data, hyper = batch.broadcast_hyperparameters(model, count)
-    settings = batch.broadcast_settings(batch.settings_for(cfg.dynamics, dtype), count)
-    params = block_initializer(cfg, model, dtype)(lo, hi)
-    keys = np.asarray(noise_keys(cfg.init.seed, cfg.init.count)[lo:hi])
-    return data, hyper, settings, params, keys, model, save_grid(cfg.dynamics)
+class _InputCache:
+    """Per config, its model and initializer, built once however many blocks it is split in
+    (an ``init.from`` file is read once)."""
+
+    def __init__(self):
+        self._models: dict[Config, Model] = {}
+        self._initializers: dict[Config, Callable] = {}
+
+    def model(self, cfg: Config) -> Model:
+        if cfg not in self._models:
+            self._models[cfg] = build_model(cfg, check=False)
+        return self._models[cfg]
+
+    def segment(self, cfg: Config, lo: int, hi: int):
+        """(data, hyper, settings, params0, keys, model, save times) of inits [lo, hi) of
+        ``cfg``: the model's data, and per init its hyperparameters, traced settings, initial
+        parameters and noise key (the same values whichever batch the inits are solved in)."""
+        dtype = set_precision(cfg.run.precision)
+        model = self.model(cfg)
+        if cfg not in self._initializers:
+            self._initializers[cfg] = block_initializer(cfg, model, dtype)
+        count = hi - lo
+        data, hyper = batch.broadcast_hyperparameters(model, count)
+        settings = batch.broadcast_settings(batch.settings_for(cfg.dynamics, dtype), count)
+        params = self._initializers[cfg](lo, hi)
+        keys = np.asarray(noise_keys(cfg.init.seed, cfg.init.count)[lo:hi])
+        return data, hyper, settings, params, keys, model, save_grid(cfg.dynamics)
 
 
 def simulate(cfg: Config | str | Path | Mapping[str, Any], progress: bool = False) -> xr.Dataset:

@@ -299,7 +299,7 @@ def open_sweep(folder: str | Path) -> xr.Dataset:
     variable ``save_time``. Attributes: the sweep's config; each point's own is in its file."""
     folder = Path(folder)
     index = open_index(folder).load()
-    names = [n for n in index.path.dims]
+    names = list(index.path.dims)
     parts = []
     for flat in np.ndindex(index.path.shape):
         if not bool(index.done.values[flat]):

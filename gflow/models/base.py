@@ -94,9 +94,11 @@ class Model(eqx.Module):
         """One-hot labels in the model's dtype, (N, K) (``axis`` -1) or (K, N) (``axis`` 0)."""
         return jax.nn.one_hot(self.labels, self.num_classes, dtype=self.dtype, axis=axis)
 
-    def scalar(self, value) -> Array:
-        """A hyperparameter as a 0-d array of the model's dtype (a leaf, never a constant)."""
-        return jnp.asarray(value, self.dtype)
+
+def scalars(dtype, **values: float) -> dict[str, Array]:
+    """Hyperparameters as 0-d arrays of ``dtype`` (leaves of the model, never constants of a
+    compiled program), by name: ``Model(..., **scalars(dtype, wd_W=5e-3, init_scale=0.1))``."""
+    return {name: jnp.asarray(value, dtype) for name, value in values.items()}
 
 
 def counts_of(classes: int, per_class: int | Sequence[int]) -> tuple[int, ...]:

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from gflow.models.base import Model, Readout, counts_of, cross_entropy
+from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars
 
 
 def elastic_coupling(classes: int, alpha: float, beta: float, dtype=jnp.float32):
@@ -137,10 +137,9 @@ def locally_elastic(
 ) -> LocallyElastic:
     """A :class:`LocallyElastic` model (hyperparameters become 0-d arrays of ``dtype``)."""
     dtype = jnp.dtype(dtype)
-    s = lambda v: jnp.asarray(v, dtype)  # noqa: E731
     return LocallyElastic(
         counts=counts_of(classes, per_class), dtype_name=dtype.name, model_name=name,
-        alpha=s(alpha), beta=s(beta), init_margin=s(init_margin), init_scale=s(init_scale),
+        **scalars(dtype, alpha=alpha, beta=beta, init_margin=init_margin, init_scale=init_scale),
     )  # fmt: skip
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from gflow import metrics
-from gflow.models.base import Model, Readout, counts_of
+from gflow.models.base import Model, Readout, counts_of, scalars
 from gflow.models.ufm import mean_squared_error
 
 
@@ -90,8 +90,7 @@ def extended_ufm(
 ) -> ExtendedUFM:
     """An :class:`ExtendedUFM` (hyperparameters become 0-d arrays of ``dtype``)."""
     dtype = jnp.dtype(dtype)
-    s = lambda v: jnp.asarray(v, dtype)  # noqa: E731
     return ExtendedUFM(
-        counts=counts_of(classes, per_class), dtype_name=dtype.name, free_dim=dim,
-        hidden=hidden, wd_W=s(wd_W), wd_W1=s(wd_W1), wd_H=s(wd_H), init_scale=s(init_scale),
+        counts=counts_of(classes, per_class), dtype_name=dtype.name, free_dim=dim, hidden=hidden,
+        **scalars(dtype, wd_W=wd_W, wd_W1=wd_W1, wd_H=wd_H, init_scale=init_scale),
     )  # fmt: skip

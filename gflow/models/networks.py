@@ -26,7 +26,7 @@ import numpy as np
 from jaxtyping import Array
 
 from gflow import linalg
-from gflow.models.base import Model, Readout, counts_of
+from gflow.models.base import Model, Readout, counts_of, scalars
 from gflow.models.ufm import mean_squared_error
 
 DATASETS = ("digits",)
@@ -185,10 +185,9 @@ def deep_linear(
     Init: H entries init_scale N(0, 1); V_l entries init_scale N(0, 1)/sqrt(fan_in).
     """
     dtype = jnp.dtype(dtype)
-    s = lambda v: jnp.asarray(v, dtype)  # noqa: E731
     return DeepLinear(
         counts=counts_of(classes, per_class), dtype_name=dtype.name, width=dim, depth=depth,
-        wd_W=s(wd_W), init_scale=s(init_scale), wd_H=s(wd_H),
+        **scalars(dtype, wd_W=wd_W, init_scale=init_scale, wd_H=wd_H),
     )  # fmt: skip
 
 
@@ -211,6 +210,5 @@ def wide_net(
     X = jnp.asarray(load_dataset(dataset, classes, per_class), dtype)
     return WideNet(
         counts=(per_class,) * classes, dtype_name=dtype.name, width=width, depth=depth,
-        wd_W=jnp.asarray(wd_W, dtype), init_scale=jnp.asarray(init_scale, dtype),
-        dataset=dataset, X=X,
+        dataset=dataset, X=X, **scalars(dtype, wd_W=wd_W, init_scale=init_scale),
     )  # fmt: skip

@@ -19,7 +19,7 @@ import optax
 from jaxtyping import Array
 
 from gflow import theory
-from gflow.models.base import Model, Readout, counts_of, cross_entropy
+from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars
 
 LOSSES = ("ce", "mse")
 CLASSIFIERS = ("learned", "fixed-etf")
@@ -115,12 +115,11 @@ def ufm(
 ) -> UFM:
     """A :class:`UFM` (hyperparameters become 0-d arrays of ``dtype``)."""
     dtype = jnp.dtype(dtype)
-    s = lambda v: jnp.asarray(v, dtype)  # noqa: E731
     return UFM(
         counts=counts_of(classes, per_class), dtype_name=dtype.name, feature_dim=dim,
-        loss_kind=loss, has_bias=bias, classifier=classifier,
-        model_name=name or f"ufm-{loss}", wd_W=s(wd_W), wd_H=s(wd_H), wd_b=s(wd_b),
-        classifier_norm=s(classifier_norm), init_scale=s(init_scale),
+        loss_kind=loss, has_bias=bias, classifier=classifier, model_name=name or f"ufm-{loss}",
+        **scalars(dtype, wd_W=wd_W, wd_H=wd_H, wd_b=wd_b, classifier_norm=classifier_norm,
+                  init_scale=init_scale),
     )  # fmt: skip
 
 
