@@ -30,6 +30,7 @@ bench: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python benchmarks/work_precision.py
 	MPLBACKEND=Agg $(BIN)/python benchmarks/scaling.py
 	MPLBACKEND=Agg $(BIN)/python benchmarks/sharding.py
+	MPLBACKEND=Agg $(BIN)/python benchmarks/compile_amortization.py
 
 # README's gallery: the demo's figures and the notebooks' (run headless), as PNG
 gallery: $(STAMP)

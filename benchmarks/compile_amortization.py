@@ -7,7 +7,10 @@ Measured side by side in one run, whole processes where a user feels the whole p
   process (the cost of each point when every point compiles its own solve); a few points of the
   sweep are checked bit-for-bit against that point solved alone;
 - again: in one Python process, `gflow.simulate` of a config and then of the same config with
-  another weight decay, t1 and seed: the second call's time beyond its solve (target <= 0.5 s).
+  another weight decay, t1 and seed: the second call's time beyond its solve (target <= 0.5 s);
+- whole run: where one `gflow run` of the flow reference problem (UFM-CE K=10, d=32, n=20, 64
+  inits, Tsit5 to t = 5000 at rtol 1e-6, float32) goes: a process that only imports gflow and
+  JAX, the run with and without figures, and the compile and solve times it records.
 
 Writes benchmarks/results/compile_amortization.json and .png.
 
@@ -103,6 +106,54 @@ def measure_sweep(side: int, work: Path) -> dict:
     }
 
 
+REFERENCE_RUN = """\
+[model]
+name = "ufm-ce"
+classes = 10
+dim = 32
+per_class = 20
+
+[dynamics]
+solver = "tsit5"
+t1 = 5000.0
+rtol = 1e-6
+atol = 1e-6
+saves = 40
+
+[init]
+count = 64
+
+[run]
+precision = "float32"
+out = "{out}"
+"""
+
+
+def measure_whole_run(work: Path) -> dict:
+    from gflow import results
+
+    config = work / "reference.toml"
+    config.write_text(REFERENCE_RUN.format(out=work / "reference"))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gflow.simulation, jax; jax.devices()"],
+                   check=True, env=dict(os.environ, GFLOW_CACHE_DIR="off"))  # fmt: skip
+    import_seconds = time.perf_counter() - start
+    bare = whole_process(["run", str(config), "--quiet", "--no-plots"])
+    full = whole_process(["run", str(config), "--quiet"])
+    ds = results.load(work / "reference" / "results.nc")
+    compile_s, run_s = ds.attrs["compile_seconds"], ds.attrs["run_seconds"]
+    return {
+        "problem": "ufm-ce K=10 d=32 n=20, 64 inits, tsit5 t1=5000 rtol 1e-6, float32",
+        "whole_seconds_with_figures": full,
+        "whole_seconds_without_figures": bare,
+        "import_seconds": import_seconds,
+        "compile_seconds": compile_s,
+        "run_seconds": run_s,
+        "figures_seconds": full - bare,
+        "rest_seconds": bare - import_seconds - compile_s - run_s,
+    }
+
+
 def measure_again() -> dict:
     from gflow import simulation
 
@@ -157,6 +208,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         record = {"sweep": measure_sweep(args.side, Path(tmp))}
+        record["whole_run"] = measure_whole_run(Path(tmp))
     record["again"] = measure_again()
     record["machine"] = bench.machine()
     s, a = record["sweep"], record["again"]
@@ -167,6 +219,11 @@ def main() -> None:
     second, solve = a["second_call_seconds"], a["second_run_seconds"]
     print(f"simulate again with other values: {second:.3f} s, of which solve {solve:.3f} s "
           f"(first call {a['first_call_seconds']:.1f} s)")  # fmt: skip
+    w = record["whole_run"]
+    print(f"gflow run of the reference flow problem: {w['whole_seconds_with_figures']:.1f} s "
+          f"(import {w['import_seconds']:.1f}, compile {w['compile_seconds']:.1f}, solve "
+          f"{w['run_seconds']:.2f}, figures {w['figures_seconds']:.1f}, the rest "
+          f"{w['rest_seconds']:.1f})")  # fmt: skip
     bench.write_record(record, args.out, plot)
 
 
