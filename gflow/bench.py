@@ -9,7 +9,6 @@ matmul rate gives the compute roofline.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from gflow.distributed import usable_cores
 
 
 def reference_config(inits: int, steps: int = 2000, precision: str = "float32") -> dict:
@@ -90,7 +91,7 @@ def machine() -> dict[str, Any]:
     device = jax.devices()[0]
     return {
         "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": usable_cores(),
         "platform": device.platform,
         "device_kind": device.device_kind,
         "devices": jax.device_count(),

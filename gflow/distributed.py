@@ -26,6 +26,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gflow.config import ConfigError, RunConfig
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity mask where the OS has one (Linux),
+    else ``os.cpu_count()``, else 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def use_cpu_cores() -> None:
     """One XLA CPU device per core available to this process, set before JAX starts its
     backends (``jax_num_cpu_devices``), so that sharding the init axis keeps every core busy:
@@ -35,7 +43,7 @@ def use_cpu_cores() -> None:
     if os.environ.get("JAX_NUM_CPU_DEVICES") or "device_count" in os.environ.get("XLA_FLAGS", ""):
         return
     try:
-        jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
+        jax.config.update("jax_num_cpu_devices", usable_cores())
     except RuntimeError:  # backends already initialized: keep what this process has
         pass
 

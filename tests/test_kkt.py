@@ -22,9 +22,16 @@ def balanced_point(c, scale=3.0):
 
 
 def test_zero_at_the_collapsed_kkt_point():
+    """Rounding-level at the KKT point on any CPU (~4e-16 measured; the residual vector is
+    formed directly, not by its Gram expansion, whose floor was ~1e-8: 2e-8 on AMD), while a
+    point just off it (c = 1.001) has the hand-computed residual ~1e-3."""
     W, H = balanced_point(1.0)
-    residual, slackness = metrics.kkt_residual(W, H, LABELS, K)
-    assert float(residual) < 1e-10 and float(slackness) < 1e-12
+    residual, slackness, converged = metrics.kkt_residual(W, H, LABELS, K, return_converged=True)
+    near, _ = metrics.kkt_residual(*balanced_point(1.001), LABELS, K)
+    assert bool(converged)
+    assert float(residual) < 1e-11 and float(slackness) < 1e-12
+    assert float(near) == pytest.approx((1.001**2 - 1) / (1 + 1.001**2), rel=1e-6)
+    assert float(near) > 1e7 * float(residual)
     # and it is the max-margin point: normalized margin 1/(sqrt(n)(K-1))
     gamma = metrics.normalized_margin(W, jnp.zeros(K), H, LABELS)
     assert float(gamma) == pytest.approx(theory.ulpm_max_margin(K, N_PER), rel=1e-12)
@@ -59,6 +66,18 @@ def test_matches_scipy_nnls_on_a_separating_point(rng):
     _, norm = nnls(G[active].T, flat)
     assert float(residual) == pytest.approx(norm / np.linalg.norm(flat), rel=1e-8)
     assert float(residual) > 0.1  # a separating point that is not a KKT point
+
+
+def test_stops_on_its_tolerance(rng):
+    """The NNLS fit stops once converged (same residual as running it to its fixed point) and
+    says whether it converged: not within a cap too small for it."""
+    W, H = balanced_point(1.0)
+    W = W + 0.05 * jnp.asarray(rng.standard_normal(W.shape))
+    H = H + 0.05 * jnp.asarray(rng.standard_normal(H.shape))
+    residual, _, converged = metrics.kkt_residual(W, H, LABELS, K, return_converged=True)
+    exact, _ = metrics.kkt_residual(W, H, LABELS, K, iters=20_000, tol=0.0)
+    assert bool(converged) and float(residual) == pytest.approx(float(exact), rel=1e-10)
+    assert not bool(metrics.kkt_residual(W, H, LABELS, K, iters=2, return_converged=True)[2])
 
 
 def test_nan_where_not_separating_and_rotation_invariant(rng):
