@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"results: file not found: {path}")
             try:
                 ds = results.load(path)
+            except ConfigError:  # netCDF, but not gflow's: load says what it lacks
+                raise
             except Exception as err:  # noqa: BLE001
                 raise ConfigError(
                     f"results: {path} is not a netCDF results file of gflow "

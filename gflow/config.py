@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-MODEL_NAMES = (
-    "ufm-ce", "ufm-mse", "ulpm", "extended-ufm", "deep-linear", "wide-net", "le-ode", "le-sde",
-)  # fmt: skip
-ELASTIC_MODELS = ("le-ode", "le-sde")
-CLASSIFIERS = ("learned", "fixed-etf")
+from gflow.models import registry
+from gflow.models.options import OptionError
+
+MODEL_NAMES = registry.MODEL_NAMES
+
 DYNAMICS_KINDS = ("flow", "gd", "sde")
 PRECISIONS = ("float32", "float64")
 REPARAMS = ("none", "log", "loss")
@@ -31,26 +31,19 @@ class ConfigError(ValueError):
     """A bad config value; ``str(err)`` is one line naming the field and what is valid."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    name: str = "ufm-ce"
-    classes: int = 4
-    dim: int = 8
-    per_class: int | tuple[int, ...] = 5
-    wd_W: float = 5e-3
-    wd_H: float = 5e-3
-    wd_b: float = 5e-3
-    bias: bool = True
-    classifier: str = "learned"  # ufm-ce / ufm-mse: learned | fixed-etf (W frozen at an ETF)
-    classifier_norm: float = 1.0  # fixed-etf: row norm of the frozen W
-    hidden: int = 16  # extended-ufm: width of the ReLU layer
-    wd_W1: float = 5e-3  # extended-ufm: weight decay on the extra layer
-    depth: int = 3  # deep-linear / wide-net: number L >= 2 of final linear layers
-    width: int = 128  # wide-net: width of the ReLU layer and of the linear layers
-    dataset: str = "digits"  # wide-net: a data set that ships with scikit-learn
-    alpha: float = 1.0  # le-ode / le-sde: intra-class impact (diagonal of the elasticity E)
-    beta: float = 0.5  # le-ode / le-sde: inter-class impact (off the diagonal of E)
-    init_margin: float = 1.0  # le-ode / le-sde: mean margin of every class at t = 0
+def _model_config() -> type:
+    """The flat ``[model]`` section: ``name`` and every option of every model (the first
+    declaration gives the default; each model applies its own defaults, see :func:`from_dict`)."""
+    fields = [("name", "str", dataclasses.field(default="ufm-ce"))]
+    for option in registry.all_options().values():
+        fields.append((option.name, option.type, dataclasses.field(default=option.default)))
+    cls = dataclasses.make_dataclass("ModelConfig", fields, frozen=True)
+    cls.__module__ = __name__
+    cls.__doc__ = "The [model] section: the model's name and its options (gflow.models.registry)."
+    return cls
+
+
+ModelConfig = _model_config()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +92,59 @@ class RunConfig:
     wait_timeout: int = 86400  # process 0 gives up after this many seconds without a new part
 
 
+# One line of doc per field of [dynamics], [init] and [run] (the [model] options document
+# themselves, gflow.models.options); the README's config block is generated from these.
+DOCS = {
+    "dynamics": {
+        "kind": "flow | gd | sde (noisy flow: d theta = -grad L dt + noise dW)",
+        "solver": "flow: euler heun midpoint ralston bosh3 tsit5 dopri5 dopri8 implicit_euler "
+        "kvaerno3 kvaerno4 kvaerno5; sde: euler (Euler-Maruyama, the default) | heun",
+        "t1": "flow, sde: final time > 0",
+        "rtol": "flow: PID step-size control of adaptive solvers",
+        "atol": "flow: absolute tolerance of the step-size control",
+        "dt0": "flow, sde: initial (or fixed) step; required for fixed-step solvers and sde",
+        "max_steps": "flow, sde: reaching it marks that init max_steps",
+        "reparam": "flow: none | log (s = log(1+t)) | loss (u = -log L; ulpm without weight "
+        "decay): the same path to t = 1e100 in a few hundred steps",
+        "optimizer": "gd: any optax optimizer built from a learning rate (sgd, adam, ...)",
+        "lr": "gd: learning rate > 0",
+        "steps": "gd: optimizer steps >= 1",
+        "saves": "saved points, the first at 0 and the last at the end",
+        "save_spacing": "log | linear",
+        "noise": "sde: sigma >= 0; each init gets its own Brownian path (seeded)",
+        "stop_grad_tol": "flow (optional): stop an init once ||grad L|| < tol (a diffrax event); "
+        "results record stop_time per init",
+    },
+    "init": {
+        "count": "number of random initializations (the vmapped axis)",
+        "seed": "seed of the init keys (and of the Brownian paths)",
+        "scale": "entries i.i.d. scale * N(0, 1)",
+        "from_file": "optional: an .npz of the parameters by name (the layout of the model, "
+        "e.g. H, W, b), with or without a leading init axis",
+    },
+    "run": {
+        "precision": "float32 | float64",
+        "matmul_precision": "accelerators: highest (full float32) | high | default (TF32 or "
+        "bf16 passes: faster, ~1e-3)",
+        "out": "the output folder (results.nc, figures)",
+        "progress": "report progress while solving",
+        "hessian": "none | dense (<= 4096 parameters) | lanczos: save the extreme Hessian "
+        "eigenvalues at every time",
+        "hessian_iters": "lanczos steps",
+        "save_geometry": "also save W and the class means at every saved time (the explorer)",
+        "chunk": "solve at most this many inits at once (0: all); parts saved as they go",
+        "shard": "split the inits over all local devices",
+        "vector_width": "inits vmapped together per device (-1: by state size on a CPU, all "
+        "at once on an accelerator)",
+        "coordinator": 'multi-process: "" | "auto" (SLURM etc.) | "host:port"',
+        "num_processes": 'with coordinator = "host:port"',
+        "process_id": "this process's index, 0 .. num_processes - 1",
+        "connect_timeout": "seconds to wait for the other processes to join",
+        "wait_timeout": "process 0 gives up after this many seconds without a new part",
+    },
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
@@ -120,21 +166,8 @@ class Config:
         return sum(class_counts(self.model))
 
 
-# Defaults that depend on another key (model.name, dynamics.kind), used where the TOML omits them.
-_MODEL_DEFAULTS = {
-    "ulpm": {"wd_W": 0.0, "wd_H": 0.0, "wd_b": 0.0, "bias": False},
-    "ufm-mse": {"wd_b": 0.0},  # Tirer & Bruna: the bias is not regularized
-    "extended-ufm": {"wd_b": 0.0, "bias": False},
-    "deep-linear": {"wd_b": 0.0, "bias": False},
-    "wide-net": {"wd_b": 0.0, "bias": False, "wd_W": 1e-3, "depth": 2},
-    **{name: {"wd_W": 0.0, "wd_H": 0.0, "wd_b": 0.0, "bias": False} for name in ELASTIC_MODELS},
-}
-
-# the LE models grow exponentially: a short horizon; the LE-SDE is an SDE
-_DYNAMICS_DEFAULTS_BY_MODEL = {
-    "le-ode": {"t1": 40.0},
-    "le-sde": {"kind": "sde", "t1": 40.0, "dt0": 0.01, "noise": 0.1},
-}
+# model defaults come from each model's declaration (gflow.models.registry); these depend on
+# dynamics.kind
 _DYNAMICS_DEFAULTS = {"sde": {"solver": "euler"}}
 
 _SECTIONS = {"model": ModelConfig, "dynamics": DynamicsConfig, "init": InitConfig, "run": RunConfig}
@@ -189,12 +222,13 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
             raise ConfigError(f"{section}: must be a table ([{section}])")
         fields = {_toml_key(section, f.name): f for f in dataclasses.fields(cls)}
         kwargs = {}
-        if section == "model":
-            kwargs.update(_MODEL_DEFAULTS.get(model_name, {}))
-            if model_name in ELASTIC_MODELS:
-                kwargs["dim"] = values.get("classes", ModelConfig.classes)  # features = logits
+        spec = registry.SPECS.get(model_name or "ufm-ce")
+        if section == "model" and spec is not None:
+            kwargs.update(spec.defaults)
+            if spec.features_are_logits:
+                kwargs["dim"] = values.get("classes", kwargs["classes"])  # features = logits
         if section == "dynamics":
-            kwargs.update(_DYNAMICS_DEFAULTS_BY_MODEL.get(model_name, {}))
+            kwargs.update(spec.dynamics_defaults if spec is not None else {})
             kind = values.get("kind", kwargs.get("kind"))
             kwargs.update(_DYNAMICS_DEFAULTS.get(kind, {}))
         for key, value in values.items():
@@ -263,44 +297,9 @@ def validate(cfg: Config) -> None:
 
     m, d, i, r = cfg.model, cfg.dynamics, cfg.init, cfg.run
     _one_of("model.name", m.name, MODEL_NAMES)
-    _at_least("model.classes", m.classes, 2)
-    _at_least("model.dim", m.dim, 1)
-    if isinstance(m.per_class, tuple):
-        if len(m.per_class) != m.classes:
-            raise ConfigError(
-                f"model.per_class: a list needs one count per class ({m.classes}), "
-                f"got {len(m.per_class)}"
-            )
-        for k, n in enumerate(m.per_class):
-            _at_least(f"model.per_class[{k}]", n, 1)
-    else:
-        _at_least("model.per_class", m.per_class, 1)
-    for name in ("wd_W", "wd_H", "wd_b"):
-        _at_least(f"model.{name}", getattr(m, name), 0.0)
-    if m.name in ("ulpm", "extended-ufm", "deep-linear", "wide-net", *ELASTIC_MODELS) and m.bias:
-        raise ConfigError(f"model.bias: {m.name} has no bias; set bias = false")
-    _at_least("model.hidden", m.hidden, 1)
-    _at_least("model.wd_W1", m.wd_W1, 0.0)
-    _at_least("model.depth", m.depth, 2)
-    _at_least("model.width", m.width, 1)
-    if m.name == "wide-net":
-        _check_dataset(m)
-    _one_of("model.classifier", m.classifier, CLASSIFIERS)
-    _positive("model.classifier_norm", m.classifier_norm)
-    if m.classifier == "fixed-etf":
-        if m.name not in ("ufm-ce", "ufm-mse"):
-            raise ConfigError(
-                f"model.classifier: a fixed ETF classifier is for ufm-ce and ufm-mse, not {m.name}"
-            )
-        if m.dim < m.classes - 1:
-            raise ConfigError(
-                f"model.dim: a fixed simplex ETF of {m.classes} classes needs dim >= "
-                f"{m.classes - 1}, got {m.dim}"
-            )
-
-    if m.name in ELASTIC_MODELS:
-        _check_elastic(m, d, r)
+    _check_model(m)
     _one_of("dynamics.kind", d.kind, DYNAMICS_KINDS)
+    _check_model_dynamics(m, d, r)
     _one_of("dynamics.solver", d.solver, sorted(SOLVERS))
     _positive("dynamics.t1", d.t1)
     _positive("dynamics.rtol", d.rtol)
@@ -331,10 +330,12 @@ def validate(cfg: Config) -> None:
                 'dynamics.stop_grad_tol: applies to kind = "flow" with reparam none or log'
             )
     if d.reparam == "loss":
-        if m.name != "ulpm" or m.wd_W > 0 or m.wd_H > 0:
+        spec = registry.spec(m.name)
+        if spec.loss_tends_to_zero is None or not spec.loss_tends_to_zero(spec.values(m)):
+            which = " or ".join(n for n, s in registry.SPECS.items() if s.loss_tends_to_zero)
             raise ConfigError(
                 "dynamics.reparam: 'loss' (u = -log L) needs a loss that tends to 0: "
-                "the ulpm without weight decay; use 'log' otherwise"
+                f"the {which} without weight decay; use 'log' otherwise"
             )
         if d.solver in FIXED_STEP_SOLVERS:
             raise ConfigError("dynamics.solver: reparam 'loss' needs an adaptive solver")
@@ -347,6 +348,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"dynamics.saves: at most steps + 1 = {d.steps + 1} points for gd, got {d.saves}"
         )
+
+    _check_applies(d)
 
     _at_least("init.count", i.count, 1)
     _at_least("init.seed", i.seed, 0)
@@ -389,6 +392,24 @@ def validate(cfg: Config) -> None:
             )
 
 
+# the dynamics kinds each [dynamics] field is read by (reparam and stop_grad_tol: their own
+# checks; kind, saves and save_spacing: every kind)
+APPLIES_TO = {
+    "solver": ("flow", "sde"), "t1": ("flow", "sde"), "rtol": ("flow",), "atol": ("flow",),
+    "dt0": ("flow", "sde"), "max_steps": ("flow", "sde"), "optimizer": ("gd",), "lr": ("gd",),
+    "steps": ("gd",), "noise": ("sde",),
+}  # fmt: skip
+
+
+def _check_applies(d: DynamicsConfig) -> None:
+    """No silent fields: one that this kind does not read must keep its default."""
+    defaults = DynamicsConfig()
+    for name, kinds in APPLIES_TO.items():
+        if d.kind not in kinds and getattr(d, name) != getattr(defaults, name):
+            where = " or ".join(f'"{k}"' for k in kinds)
+            raise ConfigError(f'dynamics.{name}: applies to kind = {where}, not "{d.kind}"')
+
+
 def root_finding(d: DynamicsConfig) -> str:
     """What in a flow solves for roots (optimistix Newton inside diffrax: an implicit solver or a
     stop event), or "". Such solves cannot run under shard_map, so not in vectors of inits."""
@@ -403,55 +424,74 @@ def root_finding(d: DynamicsConfig) -> str:
     return "the stop event of reparam = 'loss'" if d.reparam == "loss" else ""
 
 
-def _check_elastic(m: ModelConfig, d: DynamicsConfig, r: RunConfig) -> None:
-    """LE-ODE / LE-SDE: impacts, feature dimension, and dynamics that follow a drift."""
-    _positive("model.alpha", m.alpha)
-    _at_least("model.beta", m.beta, 0.0)
-    if m.init_margin == 0:
-        raise ConfigError(
-            "model.init_margin: must be nonzero (margins are followed relative to it)"
-        )
-    if m.dim != m.classes:
-        raise ConfigError(
-            f"model.dim: {m.name} features are the K logits, so dim must equal classes "
-            f"({m.classes}), got {m.dim}"
-        )
-    kind = "sde" if m.name == "le-sde" else "flow"
-    if d.kind != kind:
-        raise ConfigError(f'dynamics.kind: {m.name} needs kind = "{kind}", got {d.kind!r}')
-    if d.reparam != "none":
-        raise ConfigError(f"dynamics.reparam: {m.name} is not a gradient flow; use 'none'")
-    if r.hessian != "none":
-        raise ConfigError(f"run.hessian: {m.name} has no loss Hessian to follow; use 'none'")
+def _check_model(m) -> None:
+    """The [model] section against the declarations: every field's range (as its first
+    declaration gives it, whatever the model), then what this model has, pins and checks."""
+    spec = registry.spec(m.name)
+    try:
+        for name, option in registry.all_options().items():
+            value = getattr(m, name)
+            if name == "per_class" and isinstance(value, tuple) and len(value) != m.classes:
+                raise ConfigError(
+                    f"model.per_class: a list needs one count per class ({m.classes}), "
+                    f"got {len(value)}"
+                )
+            (spec.option(name) or option).check(f"model.{name}", value)
+        if spec.features_are_logits and m.dim != m.classes:
+            raise ConfigError(
+                f"model.dim: {m.name} features are the K logits, so dim must equal classes "
+                f"({m.classes}), got {m.dim}"
+            )
+        for name, option in registry.all_options().items():
+            value = getattr(m, name)
+            if spec.option(name) is not None or (name == "dim" and spec.features_are_logits):
+                continue
+            if name in spec.pinned:
+                if value != spec.pinned[name]:
+                    pinned = _toml_value(spec.pinned[name])
+                    what = "no bias" if name == "bias" else f"{name} fixed at {pinned}"
+                    raise ConfigError(f"model.{name}: {m.name} has {what}; set {name} = {pinned}")
+            elif value != option.default:
+                raise ConfigError(
+                    f"model.{name}: {m.name} has no option {name}; it applies to "
+                    f"{', '.join(registry.models_with(name))}"
+                )
+        if spec.check is not None:
+            spec.check(spec.values(m))
+    except OptionError as err:
+        raise ConfigError(str(err)) from None
 
 
-def _check_dataset(m: ModelConfig) -> None:
-    from gflow.models.networks import DATASETS, dataset_limits
-
-    _one_of("model.dataset", m.dataset, DATASETS)
-    max_classes, max_per_class = dataset_limits(m.dataset)
-    if m.classes > max_classes:
-        raise ConfigError(f"model.classes: {m.dataset} has {max_classes} classes, got {m.classes}")
-    if not isinstance(m.per_class, int) or m.per_class > max_per_class:
-        raise ConfigError(
-            f"model.per_class: {m.dataset} needs one count <= {max_per_class} (its smallest "
-            f"class), got {m.per_class}"
-        )
-    if m.width < m.classes:
-        raise ConfigError(f"model.width: must be >= classes ({m.classes}), got {m.width}")
+def _check_model_dynamics(m, d: DynamicsConfig, r: RunConfig) -> None:
+    """The dynamics kinds a model runs with; a model that is not a gradient system (its own
+    drift) has no loss Hessian and no reparametrized clock."""
+    spec = registry.spec(m.name)
+    if d.kind not in spec.kinds:
+        kinds = " or ".join(f'"{k}"' for k in spec.kinds)
+        raise ConfigError(f"dynamics.kind: {m.name} needs kind = {kinds}, got {d.kind!r}")
+    if not spec.gradient_system:
+        if d.reparam != "none":
+            raise ConfigError(f"dynamics.reparam: {m.name} is not a gradient flow; use 'none'")
+        if r.hessian != "none":
+            raise ConfigError(f"run.hessian: {m.name} has no loss Hessian to follow; use 'none'")
 
 
 # --------------------------------------------------------------------------- writing
 
 
 def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
-    """Nested plain dict in the TOML layout (``init.from`` under its TOML name)."""
+    """Nested plain dict in the TOML layout (``init.from`` under its TOML name); the
+    ``[model]`` section holds the model's own options and pinned values only."""
     out: dict[str, dict[str, Any]] = {}
+    spec = registry.SPECS.get(cfg.model.name)
     for section in _SECTIONS:
         values = {}
         for key, value in dataclasses.asdict(getattr(cfg, section)).items():
             if value is None:
                 continue
+            if section == "model" and spec is not None and key not in spec.defaults:
+                if key != "name" and not (key == "dim" and spec.features_are_logits):
+                    continue  # an option of other models, at its default
             values[_toml_key(section, key)] = list(value) if isinstance(value, tuple) else value
         out[section] = values
     return out

@@ -22,9 +22,9 @@ import numpy as np
 import xarray as xr
 
 from gflow import config as config_mod
-from gflow import theory
 from gflow.config import Config, ConfigError
 from gflow.dynamics.trajectory import STATUS, Trajectory
+from gflow.models import registry
 from gflow.models.base import Model
 
 TRAJECTORY_VARS = ("loss", "nc1", "nc2", "nc3", "nc4")
@@ -44,40 +44,15 @@ def device_description() -> str:
     return f"{d.platform} ({d.device_kind}), {len(devices)} device{'s' * (len(devices) > 1)}"
 
 
-def theory_attrs(model: Model, cfg: Config) -> dict[str, float | int]:
-    """Closed-form reference values for the configured model, where the papers give one."""
-    m = cfg.model
-    if len(set(model.counts)) != 1:
-        return {}
-    n, K = model.counts[0], m.classes
-    if m.name in ("le-ode", "le-sde"):
-        return {"theory_margin_rate": theory.le_margin_rate(K, m.alpha, m.beta)}
-    if m.name == "ulpm" and m.wd_W == 0 and m.wd_H == 0:
-        return {"theory_normalized_margin": theory.ulpm_max_margin(K, n)}
-    if (
-        m.name == "ufm-ce"
-        and m.classifier == "fixed-etf"
-        and m.wd_H > 0
-        and (m.wd_b > 0 or not m.bias)
-    ):
-        opt = theory.ufm_ce_fixed_etf_optimum(K, n, m.wd_H, m.classifier_norm)
-        return {"theory_H_norm_sq": opt.H_norm_sq, "theory_loss": opt.loss}
-    if m.classifier != "learned" or m.wd_W <= 0 or m.wd_H <= 0:
-        return {}
-    if m.name == "ufm-ce" and m.dim >= K - 1:
-        opt = theory.ufm_ce_optimum(K, n, m.wd_W, m.wd_H)
-        norms = (opt.rho, opt.H_norm_sq)
-    elif m.name == "ufm-mse" and m.dim >= K and (m.wd_b == 0 or not m.bias):
-        opt = theory.ufm_mse_optimum(K, n, m.wd_W, m.wd_H, m.bias)
-        norms = (opt.W_norm_sq, opt.H_norm_sq)
-    else:
-        return {}
-    return {
-        "theory_collapsed": int(opt.collapsed),
-        "theory_W_norm_sq": norms[0],
-        "theory_H_norm_sq": norms[1],
-        "theory_loss": opt.loss,
-    }
+def theory_attrs(model: Model, cfg: Config) -> dict[str, float | int | str]:
+    """Closed-form reference values for the configured model, where the papers give one, and
+    its target geometry in words (``theory_geometry``), from the model's declaration."""
+    spec = registry.spec(cfg.model.name)
+    options = spec.values(cfg.model)
+    attrs = spec.closed_form(options, model.counts) if spec.closed_form is not None else {}
+    if spec.geometry is not None:
+        attrs = {**attrs, "theory_geometry": spec.geometry(options)}
+    return attrs
 
 
 def to_dataset(
@@ -138,10 +113,19 @@ def to_dataset(
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
+def _umask_mode() -> int:
+    """The mode a plain ``open`` gives a new file: 0o666 less the umask (mkstemp gives 0o600,
+    which would hide results from collaborators)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` to ``path`` atomically: a temporary file in the same folder, then rename.
 
-    A reader never sees a half-written file: either the old one or the complete new one.
+    A reader never sees a half-written file: either the old one or the complete new one. The
+    file gets the mode the umask gives, as ``open`` would.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +135,7 @@ def save(ds: xr.Dataset, path: str | Path) -> Path:
         ds.to_netcdf(tmp, engine="netcdf4")
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -160,11 +145,13 @@ def save(ds: xr.Dataset, path: str | Path) -> Path:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write a text file atomically (a unique temporary in the same folder, then a rename), so
-    that concurrent writers and a kill at any moment never leave a partial file."""
+    that concurrent writers and a kill at any moment never leave a partial file. The file gets
+    the mode the umask gives, as ``open`` would."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, _umask_mode())
     os.replace(tmp, path)
     return path
 
@@ -255,8 +242,19 @@ class PartStore:
 
 
 def load(path: str | Path) -> xr.Dataset:
-    """Open a results file fully into memory (the file is closed on return)."""
+    """Open a results file fully into memory (the file is closed on return). A netCDF file
+    that gflow did not write (no ``time``, ``loss``, ``W``, ``H`` or ``config`` attribute, e.g.
+    a sweep's index.nc) is refused with a one-line ConfigError saying what it lacks."""
     with xr.open_dataset(path, engine="netcdf4") as ds:
+        names = [name for name in ("time", "loss", "W", "H") if name not in ds.variables]
+        lacks = [f"variables {', '.join(names)}"] if names else []
+        lacks += [] if "config" in ds.attrs else ["the config attribute"]
+        if lacks:
+            hint = f"; it is a sweep's index: plot its folder, {Path(path).absolute().parent}"
+            raise ConfigError(
+                f"results: {path} is not a gflow results file or sweep folder (it lacks "
+                f"{' and '.join(lacks)}){hint if 'sweep' in ds.attrs else ''}"
+            )
         return ds.load()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -25,7 +26,8 @@ from gflow import config as config_mod
 from gflow.batch import noise_keys, save_grid, state_bytes, vector_width, vectorized
 from gflow.config import Config, ConfigError
 from gflow.hessian import DENSE_LIMIT, num_params
-from gflow.models.base import Model, hyperparameters
+from gflow.models import registry
+from gflow.models.base import Model
 
 
 def as_config(cfg: Config | str | Path | Mapping[str, Any]) -> Config:
@@ -168,16 +170,14 @@ def clear_cache() -> None:
     _PROGRAMS.clear()
 
 
-def structure_key(cfg: Config, model: Model | None = None) -> str:
+def structure_key(cfg: Config) -> str:
     """The config's fields, one ``section.key=value`` line each, with every value that is an
     input of the compiled solve, not part of its program, set to a neutral value: the model's
-    hyperparameters (its scalar leaves, e.g. weight decays; init.scale), the init seed and
-    file, the traced dynamics settings
+    hyperparameters (as its declaration lists them, :mod:`gflow.models.registry`; init.scale),
+    the init seed and file, the traced dynamics settings
     (:data:`gflow.batch.TRACED_DYNAMICS`) and the run settings that cannot change the numbers.
     Configs with equal keys share one compiled solve and can be solved in one batch."""
-    model = build_model(cfg, check=False) if model is None else model
-    names = {f.name for f in dataclasses.fields(cfg.model)}
-    hyper = {k: 0.0 for k in hyperparameters(model) if k in names}
+    hyper = {k: 0.0 for k in registry.spec(cfg.model.name).hyperparameters()}
     neutral = dict(
         out=".", progress=False, shard=True, coordinator="", num_processes=1, process_id=0,
         connect_timeout=60, wait_timeout=86400, chunk=0,
@@ -223,10 +223,10 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
     first = batches[0][0][0]
     model = build_model(first)  # with the checks (init.from, the Hessian's size) of the first
     inputs = _InputCache()
-    key = structure_key(first, model)
+    key = structure_key(first)
     for segments in batches:
         for cfg, _, _ in segments:
-            if structure_key(cfg, inputs.model(cfg)) != key:
+            if structure_key(cfg) != key:
                 raise ValueError("solve_batches: every segment must share one structure_key")
     dtype = set_precision(first.run.precision)
     mesh = distributed.local_mesh() if first.run.shard else None
@@ -367,12 +367,23 @@ def run(
     each block is written to OUT/parts/ as soon as it is solved. An interrupted run started
     again with the same config skips the blocks already there; process 0 joins the parts into
     results.nc and removes them (the other processes return what they solved, or None, and the
-    parts folder). A parts folder of a different config is refused.
+    parts folder). A parts folder of a different config is refused, and so is an OUT that
+    cannot be created or written (a one-line ConfigError, before anything compiles).
     """
     cfg = as_config(cfg)
     if out is not None:
         cfg = cfg.replace(run={"out": str(out)})
     out = Path(cfg.run.out)
+    try:  # before anything compiles: a run must not fail only once its results are ready
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(
+            f"run.out: cannot create or write the folder {out} ({err.strerror or err}); "
+            "choose another (--out)"
+        ) from None
     results.remove_stale_temporaries(out)
     index, total = distributed.initialize(cfg.run)
     lo, hi = distributed.process_block(cfg.init.count, index, total)

@@ -5,14 +5,11 @@ start of a message that goes on with the library's own words). Every config fiel
 
 import dataclasses
 import re
-import tomllib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from gflow import cli, config, simulation
-from gflow.config import ConfigError
+from gflow import config, docs
 
 README = Path(__file__).parent.parent / "README.md"
 ROW = re.compile(r"^\| `(?P<input>[^`]+)` \| (?P<case>[^|]*) \| `(?P<message>[^`]+)` \|$")
@@ -30,31 +27,11 @@ def table_rows() -> list[tuple[str, str]]:
 ROWS = table_rows()
 
 
-def make_files(folder: Path) -> None:
-    """The files the table's rows name: K=4, d=8, n=5 needs W (4, 8), H (20, 8), b (4,)."""
-    (folder / "notes.txt").write_text("not a config, not an array, not netCDF\n")
-    np.savez(folder / "no-H.npz", W=np.zeros((4, 8)))
-    np.savez(folder / "wrong-shape.npz", W=np.zeros((3, 8)), H=np.zeros((20, 8)))
-    H = np.zeros((20, 8))
-    H[3, 2] = np.nan
-    np.savez(folder / "nan.npz", W=np.zeros((4, 8)), H=H)
-
-
-def error_for(given: str, capsys) -> str:
-    """The one-line error ``given`` gets: a CLI command, or config assignments ("; ")."""
-    if given.startswith("gflow "):
-        assert cli.main(given.split()[1:]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("gflow: error: ") and "\n" not in err
-        return err.removeprefix("gflow: error: ")
-    sections: dict = {}
-    for assignment in given.split("; "):
-        dotted, value = assignment.split(" = ", 1)
-        section, key = dotted.split(".")
-        sections.setdefault(section, {})[key] = tomllib.loads(f"v = {value}")["v"]
-    with pytest.raises(ConfigError) as info:
-        simulation.build_model(config.from_dict(sections))  # checks files; compiles nothing
-    return str(info.value)
+def error_for(given: str) -> str:
+    """The one-line error ``given`` gets (exit status 2: a CLI command or a ConfigError)."""
+    status, said = docs.error_for(given)
+    assert status == 2 and said, (status, said)
+    return said
 
 
 def test_the_table_is_there_and_covers_every_config_field():
@@ -68,11 +45,10 @@ def test_the_table_is_there_and_covers_every_config_field():
 
 
 @pytest.mark.parametrize("given, message", ROWS, ids=[r[0] for r in ROWS])
-def test_each_bad_input_gets_the_error_the_table_shows(given, message, tmp_path, monkeypatch,
-                                                       capsys):  # fmt: skip
+def test_each_bad_input_gets_the_error_the_table_shows(given, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    make_files(tmp_path)
-    said = error_for(given, capsys)
+    docs.make_files(tmp_path)
+    said = error_for(given)
     assert "\n" not in said
     if message.endswith("…"):
         assert said.startswith(message[:-1]), said

@@ -54,8 +54,10 @@ def test_init_scale_seed_and_dtype():
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_registry_builds_every_config_name(name):
-    dim = 3 if name.startswith("le-") else 4  # LE features are the K logits
-    cfg = from_dict({"model": {"name": name, "classes": 3, "dim": dim, "per_class": 2}})
+    section = {"name": name, "classes": 3, "per_class": 2}
+    if models.registry.spec(name).option("dim") is not None:  # LE: dim = K logits; wide-net: X
+        section["dim"] = 4
+    cfg = from_dict({"model": section})
     for dtype in (jnp.float32, jnp.float64):
         model = models.from_config(cfg.model, dtype=dtype)
         assert model.name == name and model.num_classes == 3

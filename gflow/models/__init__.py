@@ -1,4 +1,5 @@
-"""Model registry: one constructor per config name (``model.name``)."""
+"""The models: pytrees with pure methods (:mod:`gflow.models.base`), each declared once
+(:mod:`gflow.models.options`) and listed in :mod:`gflow.models.registry`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 
+from gflow.models import registry
 from gflow.models.base import (
     Model,
     Readout,
@@ -18,6 +20,7 @@ from gflow.models.base import (
 from gflow.models.elastic import LocallyElastic, le_ode, le_sde, locally_elastic
 from gflow.models.extended import ExtendedUFM, extended_ufm
 from gflow.models.networks import DeepLinear, WideNet, deep_linear, wide_net
+from gflow.models.options import ModelSpec, Option, OptionError
 from gflow.models.ufm import UFM, ufm, ufm_ce, ufm_mse
 from gflow.models.ulpm import ULPM, ulpm
 
@@ -26,36 +29,11 @@ if TYPE_CHECKING:
 
 
 def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) -> Model:
-    """Build the model a ``[model]`` config section names (any object with its fields)."""
-    common = dict(
-        classes=cfg.classes, dim=cfg.dim, per_class=cfg.per_class, init_scale=init_scale,
-        dtype=dtype,
-    )  # fmt: skip
-    if cfg.name in ("ufm-ce", "ufm-mse"):
-        return ufm(
-            **common, loss=cfg.name.removeprefix("ufm-"), wd_W=cfg.wd_W, wd_H=cfg.wd_H,
-            wd_b=cfg.wd_b, bias=cfg.bias, classifier=cfg.classifier,
-            classifier_norm=cfg.classifier_norm,
-        )  # fmt: skip
-    if cfg.name == "extended-ufm":
-        return extended_ufm(
-            **common, hidden=cfg.hidden, wd_W=cfg.wd_W, wd_W1=cfg.wd_W1, wd_H=cfg.wd_H
-        )
-    if cfg.name == "deep-linear":
-        return deep_linear(**common, depth=cfg.depth, wd_W=cfg.wd_W, wd_H=cfg.wd_H)
-    if cfg.name == "wide-net":
-        common.pop("dim")
-        return wide_net(
-            **common, width=cfg.width, depth=cfg.depth, wd_W=cfg.wd_W, dataset=cfg.dataset
-        )
-    if cfg.name in ("le-ode", "le-sde"):
-        return locally_elastic(
-            cfg.classes, cfg.per_class, alpha=cfg.alpha, beta=cfg.beta,
-            init_margin=cfg.init_margin, init_scale=init_scale, dtype=dtype, name=cfg.name,
-        )  # fmt: skip
-    if cfg.name == "ulpm":
-        return ulpm(**common, wd_W=cfg.wd_W, wd_H=cfg.wd_H)
-    raise ValueError(f"model.name: unknown model {cfg.name!r}")
+    """Build the model a ``[model]`` config section names (any object with its fields), from
+    the model's declaration in :mod:`gflow.models.registry`."""
+    if cfg.name not in registry.SPECS:
+        raise ValueError(f"model.name: unknown model {cfg.name!r}")
+    return registry.spec(cfg.name).make(cfg, init_scale, dtype)
 
 
 __all__ = [
@@ -63,6 +41,9 @@ __all__ = [
     "ExtendedUFM",
     "LocallyElastic",
     "Model",
+    "ModelSpec",
+    "Option",
+    "OptionError",
     "UFM",
     "ULPM",
     "WideNet",
@@ -78,6 +59,7 @@ __all__ = [
     "from_config",
     "le_ode",
     "le_sde",
+    "registry",
     "locally_elastic",
     "ufm",
     "ufm_ce",

@@ -34,12 +34,16 @@ weakest class's margin negative: this linearization is a model of the early, sep
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
+from gflow import theory
 from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars
+from gflow.models.options import CLASSES, NO_BIAS, PER_CLASS, ModelSpec, Option
 
 
 def elastic_coupling(classes: int, alpha: float, beta: float, dtype=jnp.float32):
@@ -151,3 +155,46 @@ def le_ode(classes: int, per_class, **kwargs) -> LocallyElastic:
 def le_sde(classes: int, per_class, **kwargs) -> LocallyElastic:
     """The LE-SDE model: the LE-ODE drift, run with ``kind = "sde"`` (noise = sigma)."""
     return locally_elastic(classes, per_class, name="le-sde", **kwargs)
+
+
+# --------------------------------------------------------------------------- declarations
+
+_ELASTIC_OPTIONS = (
+    CLASSES, PER_CLASS,
+    Option("alpha", "float", 1.0, "intra-class impact (the diagonal of E)", above=0.0, bad=0),
+    Option("beta", "float", 0.5, "inter-class impact (off the diagonal of E)", low=0.0,
+           bad=-0.5),
+    Option("init_margin", "float", 1.0, "every class's mean margin at t = 0",
+           nonzero="margins are followed relative to it", bad=0),
+)  # fmt: skip
+_NO_WEIGHTS = {**NO_BIAS, "wd_W": 0.0, "wd_H": 0.0}  # features only: nothing to decay
+
+
+def _closed_form(o, counts) -> dict:
+    """The class-averaged margin grows like exp(rate t), rate = (alpha - beta)/K, exactly."""
+    if len(set(counts)) != 1:
+        return {}
+    return {"theory_margin_rate": theory.le_margin_rate(o["classes"], o["alpha"], o["beta"])}
+
+
+def _elastic(name: str, kind: str, dynamics_defaults: dict) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        summary=f"locally elastic feature dynamics, {kind == 'sde' and 'stochastic' or 'ODE'} "
+        "(Zhang, Wang & Su 2021)",
+        options=_ELASTIC_OPTIONS,
+        build=functools.partial(locally_elastic, name=name),
+        kinds=(kind,),
+        pinned=_NO_WEIGHTS,
+        features_are_logits=True,
+        gradient_system=False,
+        closed_form=_closed_form,
+        geometry=lambda o: (
+            "margin m(t) = m(0) exp((alpha - beta) t / K); NC1 -> 0 when alpha > beta"
+        ),
+        dynamics_defaults=dynamics_defaults,
+    )
+
+
+LE_ODE = _elastic("le-ode", "flow", {"t1": 40.0})
+LE_SDE = _elastic("le-sde", "sde", {"kind": "sde", "t1": 40.0, "dt0": 0.01, "noise": 0.1})

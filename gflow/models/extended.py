@@ -20,6 +20,17 @@ from jaxtyping import Array
 
 from gflow import metrics
 from gflow.models.base import Model, Readout, counts_of, scalars
+from gflow.models.options import (
+    CLASSES,
+    DIM,
+    NO_BIAS,
+    PER_CLASS,
+    STRUCTURE,
+    WD_H,
+    WD_W,
+    ModelSpec,
+    Option,
+)  # fmt: skip
 from gflow.models.ufm import mean_squared_error
 
 
@@ -94,3 +105,20 @@ def extended_ufm(
         counts=counts_of(classes, per_class), dtype_name=dtype.name, free_dim=dim, hidden=hidden,
         **scalars(dtype, wd_W=wd_W, wd_W1=wd_W1, wd_H=wd_H, init_scale=init_scale),
     )  # fmt: skip
+
+
+SPEC = ModelSpec(
+    name="extended-ufm",
+    summary="free features -> ReLU layer of width `hidden` -> W; MSE + weight decay (Tirer & "
+    "Bruna 2022)",
+    options=(
+        CLASSES, DIM, PER_CLASS,
+        Option("hidden", "int", 16, "width of the ReLU layer", STRUCTURE, low=1, bad=0),
+        WD_W,
+        Option("wd_W1", "float", 5e-3, "weight decay of the extra layer", low=0.0, bad=-1.0),
+        WD_H,
+    ),
+    build=extended_ufm,
+    pinned=NO_BIAS,
+    geometry=lambda o: "post-ReLU class means in an orthogonal frame, W2 aligned with them",
+)  # fmt: skip

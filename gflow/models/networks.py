@@ -27,6 +27,18 @@ from jaxtyping import Array
 
 from gflow import linalg
 from gflow.models.base import Model, Readout, counts_of, scalars
+from gflow.models.options import (
+    CLASSES,
+    DIM,
+    NO_BIAS,
+    PER_CLASS,
+    STRUCTURE,
+    WD_H,
+    WD_W,
+    ModelSpec,
+    Option,
+    OptionError,
+)  # fmt: skip
 from gflow.models.ufm import mean_squared_error
 
 DATASETS = ("digits",)
@@ -212,3 +224,52 @@ def wide_net(
         counts=(per_class,) * classes, dtype_name=dtype.name, width=width, depth=depth,
         dataset=dataset, X=X, **scalars(dtype, wd_W=wd_W, init_scale=init_scale),
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- declarations
+
+DEPTH = Option("depth", "int", 3, "L, the number of final linear layers", STRUCTURE, low=2, bad=1)
+
+
+def _check_dataset(o) -> None:
+    """The data set must hold ``classes`` classes of ``per_class`` samples each."""
+    max_classes, max_per_class = dataset_limits(o["dataset"])
+    if o["classes"] > max_classes:
+        raise OptionError(
+            f"model.classes: {o['dataset']} has {max_classes} classes, got {o['classes']}"
+        )
+    if not isinstance(o["per_class"], int) or o["per_class"] > max_per_class:
+        raise OptionError(
+            f"model.per_class: {o['dataset']} needs one count <= {max_per_class} (its smallest "
+            f"class), got {o['per_class']}"
+        )
+    if o["width"] < o["classes"]:
+        raise OptionError(f"model.width: must be >= classes ({o['classes']}), got {o['width']}")
+
+
+DEEP_LINEAR = ModelSpec(
+    name="deep-linear",
+    summary="free features -> `depth` linear layers; MSE + weight decay (Súkeník et al. 2023)",
+    options=(CLASSES, DIM, PER_CLASS, DEPTH, WD_W, WD_H),
+    build=deep_linear,
+    pinned=NO_BIAS,
+    geometry=lambda o: "orthogonal frame at every layer, the layers balanced",
+)  # fmt: skip
+
+WIDE_NET = ModelSpec(
+    name="wide-net",
+    summary="a wide ReLU layer on scikit-learn's digits -> `depth` linear layers; MSE + weight "
+    "decay (Jacot et al. 2024)",
+    options=(
+        CLASSES, PER_CLASS,
+        Option("width", "int", 128, "width of the ReLU and linear layers, at least classes",
+               STRUCTURE, low=1),
+        DEPTH.with_default(2), WD_W.with_default(1e-3),
+        Option("dataset", "str", "digits", "the data set (scikit-learn's digits: 10 classes, "
+               "<= 174 per class)", STRUCTURE, choices=DATASETS, bad="mnist"),
+    ),
+    build=wide_net,
+    pinned=NO_BIAS,
+    check=_check_dataset,
+    geometry=lambda o: "orthogonal frame of the penultimate class means (approached)",
+)  # fmt: skip

@@ -12,6 +12,8 @@ and only H (and b) learn (Zhu et al., section 5). Closed-form minimizers: :mod:`
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -20,6 +22,17 @@ from jaxtyping import Array
 
 from gflow import theory
 from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars
+from gflow.models.options import (
+    CLASSES,
+    DIM,
+    PER_CLASS,
+    STRUCTURE,
+    WD_H,
+    WD_W,
+    ModelSpec,
+    Option,
+    OptionError,
+)  # fmt: skip
 
 LOSSES = ("ce", "mse")
 CLASSIFIERS = ("learned", "fixed-etf")
@@ -133,3 +146,90 @@ def ufm_mse(classes, dim, per_class, wd_W=5e-3, wd_H=5e-3, wd_b=0.0, bias=True, 
     """UFM with MSE; the bias is unregularized by default (Tirer & Bruna 2022)."""
     return ufm(classes, dim, per_class, loss="mse", wd_W=wd_W, wd_H=wd_H, wd_b=wd_b, bias=bias,
                **kwargs)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- declarations
+
+WD_B = Option("wd_b", "float", 5e-3, "weight decay of the bias b", low=0.0, bad=-1.0)
+BIAS = Option("bias", "bool", True, "learn a bias b (K,)", STRUCTURE, bad=1)
+CLASSIFIER = Option(
+    "classifier", "str", "learned", "learned, or W frozen at a simplex ETF (d >= K - 1)",
+    STRUCTURE, choices=CLASSIFIERS, bad="frozen",
+)  # fmt: skip
+CLASSIFIER_NORM = Option(
+    "classifier_norm", "float", 1.0, "fixed-etf: the frozen rows' norm", above=0.0, bad=0
+)
+
+
+def _check_fixed_etf(o) -> None:
+    if o["classifier"] == "fixed-etf" and o["dim"] < o["classes"] - 1:
+        raise OptionError(
+            f"model.dim: a fixed simplex ETF of {o['classes']} classes needs dim >= "
+            f"{o['classes'] - 1}, got {o['dim']}"
+        )
+
+
+def _balanced(counts: tuple[int, ...]) -> int | None:
+    return counts[0] if len(set(counts)) == 1 else None
+
+
+def _ce_closed_form(o, counts) -> dict:
+    """Zhu et al. 2021 (learned W, d >= K - 1) or the fixed-ETF optimum over H and b."""
+    n, K = _balanced(counts), o["classes"]
+    if n is None:
+        return {}
+    if o["classifier"] == "fixed-etf":
+        if o["wd_H"] > 0 and (o["wd_b"] > 0 or not o["bias"]):
+            opt = theory.ufm_ce_fixed_etf_optimum(K, n, o["wd_H"], o["classifier_norm"])
+            return {"theory_H_norm_sq": opt.H_norm_sq, "theory_loss": opt.loss}
+        return {}
+    if o["wd_W"] <= 0 or o["wd_H"] <= 0 or o["dim"] < K - 1:
+        return {}
+    opt = theory.ufm_ce_optimum(K, n, o["wd_W"], o["wd_H"])
+    return _optimum_attrs(opt, opt.rho)
+
+
+def _mse_closed_form(o, counts) -> dict:
+    """Tirer & Bruna 2022: d >= K, the bias (if any) unregularized."""
+    n, K = _balanced(counts), o["classes"]
+    if n is None or o["classifier"] != "learned" or o["wd_W"] <= 0 or o["wd_H"] <= 0:
+        return {}
+    if o["dim"] < K or (o["wd_b"] != 0 and o["bias"]):
+        return {}
+    opt = theory.ufm_mse_optimum(K, n, o["wd_W"], o["wd_H"], o["bias"])
+    return _optimum_attrs(opt, opt.W_norm_sq)
+
+
+def _optimum_attrs(opt, W_norm_sq) -> dict:
+    return {
+        "theory_collapsed": int(opt.collapsed),
+        "theory_W_norm_sq": W_norm_sq,
+        "theory_H_norm_sq": opt.H_norm_sq,
+        "theory_loss": opt.loss,
+    }
+
+
+_UFM_OPTIONS = (CLASSES, DIM, PER_CLASS, WD_W, WD_H, WD_B, BIAS, CLASSIFIER, CLASSIFIER_NORM)
+
+UFM_CE = ModelSpec(
+    name="ufm-ce",
+    summary="free features H, classifier W, bias b; cross-entropy + weight decay (Zhu et al. "
+    "2021)",
+    options=_UFM_OPTIONS,
+    build=functools.partial(ufm, loss="ce"),
+    check=_check_fixed_etf,
+    closed_form=_ce_closed_form,
+    geometry=lambda o: "features on the fixed simplex ETF" if o["classifier"] == "fixed-etf"
+    else "simplex ETF (W = H = 0 beyond K sqrt(n wd_W wd_H) = 1)",
+)  # fmt: skip
+
+UFM_MSE = ModelSpec(
+    name="ufm-mse",
+    summary="the same with the MSE loss, the bias unregularized by default (Tirer & Bruna 2022)",
+    options=tuple(o.with_default(0.0) if o is WD_B else o for o in _UFM_OPTIONS),
+    build=functools.partial(ufm, loss="mse"),
+    check=_check_fixed_etf,
+    closed_form=_mse_closed_form,
+    geometry=lambda o: ("simplex ETF" if o["bias"] else "orthogonal frame")
+    + " (W = H = 0 beyond K sqrt(n wd_W wd_H) = 1)",
+)  # fmt: skip

@@ -15,7 +15,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from gflow import metrics
+from gflow import metrics, theory
+from gflow.models.options import CLASSES, DIM, NO_BIAS, PER_CLASS, WD_H, WD_W, ModelSpec
 from gflow.models.ufm import UFM, ufm
 
 
@@ -45,3 +46,37 @@ def ulpm(
         init_scale=init_scale, dtype=dtype, name="ulpm",
     )  # fmt: skip
     return ULPM(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+
+
+def _closed_form(o, counts) -> dict:
+    """Unregularized: the max-margin limit 1/(sqrt(n)(K-1)) of the normalized margin (Ji et
+    al. 2022). Regularized: the UFM-CE optimum (Zhu et al. 2021; its bias is 0 there anyway)."""
+    n, K = (counts[0], o["classes"]) if len(set(counts)) == 1 else (None, None)
+    if n is None:
+        return {}
+    if o["wd_W"] == 0 and o["wd_H"] == 0:
+        return {"theory_normalized_margin": theory.ulpm_max_margin(K, n)}
+    if o["wd_W"] <= 0 or o["wd_H"] <= 0 or o["dim"] < K - 1:
+        return {}
+    opt = theory.ufm_ce_optimum(K, n, o["wd_W"], o["wd_H"])
+    return {
+        "theory_collapsed": int(opt.collapsed),
+        "theory_W_norm_sq": opt.rho,
+        "theory_H_norm_sq": opt.H_norm_sq,
+        "theory_loss": opt.loss,
+    }
+
+
+SPEC = ModelSpec(
+    name="ulpm",
+    summary="the layer-peeled model: UFM-CE with no bias and, by default, no weight decay "
+    "(Ji et al. 2022)",
+    options=(CLASSES, DIM, PER_CLASS, WD_W.with_default(0.0), WD_H.with_default(0.0)),
+    build=ulpm,
+    pinned=NO_BIAS,
+    loss_tends_to_zero=lambda o: o["wd_W"] == 0 and o["wd_H"] == 0,
+    closed_form=_closed_form,
+    geometry=lambda o: "KKT point of the min-norm separation problem (a simplex ETF when "
+    "balanced)" if o["wd_W"] == 0 and o["wd_H"] == 0 else "simplex ETF (a strict-saddle "
+    "landscape)",
+)  # fmt: skip
