@@ -253,7 +253,13 @@ def _coerce(field: str, value: Any, annotation: str) -> Any:
     if isinstance(value, int) and "int" in kinds:
         return value
     if isinstance(value, int | float) and any(k.startswith("float") for k in kinds):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            digits = len(str(abs(value)))
+            raise ConfigError(
+                f"{field}: must be a finite number, got a {digits}-digit integer"
+            ) from None
         if not math.isfinite(value):
             raise ConfigError(f"{field}: must be a finite number, got {value}")
         return value
@@ -296,6 +302,7 @@ def validate(cfg: Config) -> None:
     from gflow.dynamics.flow import FIXED_STEP_SOLVERS, SOLVERS
 
     m, d, i, r = cfg.model, cfg.dynamics, cfg.init, cfg.run
+    _check_integer_limits(cfg)
     _one_of("model.name", m.name, MODEL_NAMES)
     _check_model(m)
     _one_of("dynamics.kind", d.kind, DYNAMICS_KINDS)
@@ -408,6 +415,30 @@ def _check_applies(d: DynamicsConfig) -> None:
         if d.kind not in kinds and getattr(d, name) != getattr(defaults, name):
             where = " or ".join(f'"{k}"' for k in kinds)
             raise ConfigError(f'dynamics.{name}: applies to kind = {where}, not "{d.kind}"')
+
+
+# what the machine represents: sizes, counts and steps are 32-bit in XLA's shapes and loop
+# counters; the init seed is a 64-bit signed integer
+INT_LIMIT = 2**31 - 1
+SEED_LIMIT = 2**63 - 1
+
+
+def _check_integer_limits(cfg: Config) -> None:
+    """Every integer field (and the sample count N) within what the solve can represent."""
+    for section, cls in _SECTIONS.items():
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(cls):
+            value = getattr(values, f.name)
+            limit = SEED_LIMIT if (section, f.name) == ("init", "seed") else INT_LIMIT
+            items = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, int) and not isinstance(v, bool) and v > limit for v in items):
+                key = _toml_key(section, f.name)
+                raise ConfigError(f"{section}.{key}: must be <= {limit}, got {max(items)}")
+    N = sum(class_counts(cfg.model)) if cfg.model.classes <= INT_LIMIT else INT_LIMIT + 1
+    if N > INT_LIMIT:
+        raise ConfigError(
+            f"model.per_class: {N} samples in all (classes x per_class) exceed {INT_LIMIT}"
+        )
 
 
 def root_finding(d: DynamicsConfig) -> str:

@@ -151,7 +151,13 @@ OTHER_ROWS = (
     ("dynamics.noise = 0.1", "field the kind does not read"),
     ('dynamics.kind = "sde"', "a fixed step needed"),
     ("dynamics.stop_grad_tol = 0", "out of range"),
+    ('dynamics.kind = "gd"; dynamics.steps = 1000000000000', "beyond a 32-bit counter"),
     ("init.count = 0", "out of range"),
+    ("init.count = 1000000000", "more memory than the machine has"),
+    ("dynamics.saves = 1000000000", "more memory than the machine has"),
+    ("model.classes = 1000; model.dim = 10000; model.per_class = 1000", "a model too big"),
+    ("model.classes = 10000000000000000000000", "beyond a 32-bit size"),
+    ("init.seed = 18446744073709551616", "beyond 63 bits"),
     ("init.seed = -1", "out of range"),
     ("init.scale = -1.0", "out of range"),
     ("init.scale = inf", "not finite"),
@@ -184,8 +190,9 @@ OTHER_ROWS = (
     ("gflow plot foreign.nc", "netCDF that gflow did not write"),
     ("gflow run ok.toml --out notes.txt/run", "a folder that cannot be made"),
 )
-# messages that go on with a library's own words: the table keeps what comes before these
-LIBRARY_WORDS = ("(OSError: ",)
+# messages that go on with a library's own words or with this machine's memory: the table
+# keeps what comes up to these
+CUT_AFTER = ("(OSError: ", " need about ", " its solve needs about ")
 
 
 def option_rows() -> list[tuple[str, str]]:
@@ -244,7 +251,7 @@ def error_for(given: str) -> tuple[int, str]:
 
 
 def _shown(message: str) -> str:
-    for words in LIBRARY_WORDS:
+    for words in CUT_AFTER:
         if words in message:
             return message[: message.index(words) + len(words)] + "…"
     return message

@@ -130,7 +130,96 @@ def build_model(cfg: Config, check: bool = True) -> Model:
             f"run.hessian: dense needs <= {DENSE_LIMIT} parameters, this model has {size}; "
             "use lanczos"
         )
+    check_memory(cfg, model)
     return model
+
+
+# a solve's working copies of one init's state: an adaptive flow keeps its stages, error
+# estimate and saves (Tsit5: 7 stages + about 5), GD the parameters, gradients and the
+# optimizer's moments; every save holds about this many scalars per init (loss, the metrics)
+_WORKING_COPIES = {"flow": 12, "gd": 4, "sde": 4}
+_SCALARS_PER_SAVE = 40
+
+
+def available_memory() -> int | None:
+    """Bytes the solve may use: the accelerator's memory limit, or the host's physical memory
+    on a CPU; None where neither is known."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        return (device.memory_stats() or {}).get("bytes_limit")
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def memory_needed(cfg: Config, model: Model) -> dict[str, int]:
+    """An estimate of a run's peak memory in bytes, by what drives it: ``state`` (the initial,
+    final and returned states of the inits solved at once, ``run.chunk`` or all), ``working``
+    (the solver's copies for the inits vmapped together), ``saves`` (the saved observations of
+    every init: dynamics.saves, and save_geometry's W and class means)."""
+    one = state_bytes(model)
+    itemsize = jnp.dtype(model.dtype).itemsize
+    count = cfg.init.count
+    at_once = min(cfg.run.chunk or count, count)
+    vector = vector_width(cfg.dynamics, cfg.run.vector_width, state_bytes=one)
+    together = at_once if vector <= 0 else min(vector, at_once)
+    per_save = _SCALARS_PER_SAVE
+    if cfg.run.save_geometry:
+        per_save += 2 * model.num_classes * (one // itemsize)  # W and the means: at most state
+    working = one * _WORKING_COPIES[cfg.dynamics.kind] * together
+    if cfg.run.hessian == "dense":  # the P x P Hessian of every init vmapped together
+        working += (one // itemsize) ** 2 * itemsize * together
+    return {
+        "state": 3 * one * at_once,
+        "working": working,
+        "saves": count * cfg.dynamics.saves * per_save * itemsize,
+    }
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"
+
+
+def check_memory(cfg: Config, model: Model, available: int | None = None) -> None:
+    """Refuse, before anything compiles, a run whose estimated peak (:func:`memory_needed`)
+    exceeds the memory available, naming the field that drives it and what would fit."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    need = memory_needed(cfg, model)
+    total = sum(need.values())
+    if total <= available:
+        return
+    have = f"about {_size(total)}, more than the {_size(available)} here"
+    one = state_bytes(model)
+    copies = _WORKING_COPIES[cfg.dynamics.kind]
+    if one * (3 + copies) > available:
+        raise ConfigError(
+            f"model: one init's state is {_size(one)} ({model.num_samples} samples, "
+            f"{model.num_classes} classes) and its solve needs {have}; make the model smaller"
+        )
+    count, saves = cfg.init.count, cfg.dynamics.saves
+    if need["saves"] >= need["state"] + need["working"]:  # the saved values of every init
+        share = available / 2 / max(need["saves"], 1)
+        if saves > count:
+            raise ConfigError(
+                f"dynamics.saves: {saves} saves of {count} inits need {have}; at most about "
+                f"{max(2, int(saves * share))} saves fit"
+            )
+        raise ConfigError(
+            f"init.count: {count} inits with {saves} saves each need {have}; at most about "
+            f"{max(1, int(count * share))} inits fit (or fewer saves)"
+        )
+    fit = max(1, int(available / 2 // (one * (3 + copies))))
+    raise ConfigError(
+        f"init.count: {cfg.init.count} inits of {_size(one)} need {have}; set run.chunk = "
+        f"{min(fit, cfg.init.count)} (parts are saved as they go)"
+    )
 
 
 def prepare(cfg: Config) -> tuple[Model, Any]:
