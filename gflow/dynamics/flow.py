@@ -5,7 +5,8 @@ Adaptive solvers run under a ``PIDController`` (rtol, atol); fixed-step ones tak
 metrics are reduced at the saved times through ``SubSaveAt(fn=...)`` so no trajectory of full
 states is ever stored; the final state is saved once. ``throw=False``: a failed solve (max steps,
 non-finite values) is reported in ``Trajectory.status`` instead of raising, so under vmap one bad
-initialization never spoils the others.
+initialization never spoils the others; its observations are NaN from the first save it did not
+reach (diffrax leaves +inf there) or whose loss is not finite.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
-from gflow.dynamics.trajectory import FAILED, MAX_STEPS, OK, Trajectory, mark_nan
+from gflow.dynamics.trajectory import (
+    FAILED,
+    MAX_STEPS,
+    OK,
+    Trajectory,
+    mark_nan,
+    nan_after_failure,
+)
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "euler": diffrax.Euler,
@@ -126,7 +134,8 @@ def integrate(
         jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, FAILED),
     )
     status = mark_nan(status, (final, nan_probe(final)), observed["loss"])
-    return Trajectory(observed, final, status, sol.stats["num_accepted_steps"], flow_time(end))
+    traj = Trajectory(observed, final, status, sol.stats["num_accepted_steps"], flow_time(end))
+    return nan_after_failure(traj)
 
 
 def velocity(loss: Callable, drift: Callable | None = None) -> Callable:

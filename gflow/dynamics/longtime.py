@@ -36,7 +36,14 @@ from gflow.dynamics.flow import (
     state_dtype,
     step_controller,
 )
-from gflow.dynamics.trajectory import FAILED, MAX_STEPS, OK, Trajectory, mark_nan
+from gflow.dynamics.trajectory import (
+    FAILED,
+    MAX_STEPS,
+    OK,
+    Trajectory,
+    mark_nan,
+    nan_after_failure,
+)
 
 REPARAMS = ("none", "log", "loss")
 
@@ -148,4 +155,9 @@ def loss_time_flow(
     status = jnp.where(first.status == OK, status, first.status)
     status = mark_nan(status, (final, grad_log(final)), observed["loss"])
     steps = first.num_steps + sol.stats["num_accepted_steps"]
-    return Trajectory(observed, final, status, steps, jnp.exp(final_log_t))
+    # a failed init's late saves past the log t it reached (interpolation would hold the last
+    # value there) are NaN, as are all of them if the plain flow stopped short of ``switch``
+    late_reached = (first.status == OK) & (targets <= final_log_t)
+    reached = jnp.concatenate([jnp.ones(int(keep.sum()), bool), late_reached])
+    traj = Trajectory(observed, final, status, steps, jnp.exp(final_log_t))
+    return nan_after_failure(traj, reached)

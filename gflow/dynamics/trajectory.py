@@ -32,7 +32,29 @@ def all_finite(tree) -> jax.Array:
 def mark_nan(status, final, loss_along) -> jax.Array:
     """Status NAN if the final state is non-finite or the loss was NaN at any saved point.
 
-    (Saved points a failed solve never reached hold +inf, not NaN: they keep their own status.)
+    (Saved points a failed solve never reached hold +inf, not NaN: they keep their own status;
+    :func:`nan_after_failure` then turns them to NaN.)
     """
     healthy = all_finite(final) & ~jnp.any(jnp.isnan(loss_along))
     return jnp.where(healthy, status, NAN)
+
+
+def nan_after_failure(traj: Trajectory, reached=None) -> Trajectory:
+    """``traj`` with a failed init's observations NaN from its first save whose loss is not
+    finite (or that ``reached``, a bool per save, says the solve never got to) on: every
+    observation of those saves, also those that come out finite from a non-finite state (NC4).
+
+    Diffrax fills the saves a failed solve never reached with +inf; gradient descent and SDEs
+    turn NaN or inf where they diverge. An ok init's observations are returned bit for bit.
+    """
+    loss = traj.observed["loss"]
+    bad = ~jnp.isfinite(loss) if reached is None else ~jnp.isfinite(loss) | ~reached
+    failed = (traj.status != OK)[..., None] & (jnp.cumsum(bad, axis=-1) > 0)
+
+    def mask(values):
+        if not jnp.issubdtype(values.dtype, jnp.inexact):
+            return values
+        where = failed.reshape(failed.shape + (1,) * (values.ndim - failed.ndim))
+        return jnp.where(where, jnp.asarray(jnp.nan, values.dtype), values)
+
+    return traj._replace(observed=jax.tree.map(mask, traj.observed))
