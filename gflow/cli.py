@@ -1,7 +1,8 @@
 """The ``gflow`` command: ``demo``, ``run CONFIG.toml``, ``sweep CONFIG.toml``, ``plot RESULTS.nc``,
 ``bench``.
 
-Exit codes: 0 success, 2 bad input (one line naming the field), 1 any other failure.
+Exit codes: 0 success, 2 bad input (one line naming the field), 3 every init of a ``run`` or
+``demo`` failed (results.nc is still written, to inspect), 1 any other failure.
 """
 
 from __future__ import annotations
@@ -42,8 +43,14 @@ out = "runs/demo"
 """
 
 
+EVERY_INIT_FAILED = 3  # the exit status of a run or demo none of whose inits is "ok"
+EXIT_CODES = "exit codes: 0 success, 1 failure, 2 bad input, 3 every init failed (results written)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gflow", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gflow", description=__doc__.splitlines()[0], epilog=EXIT_CODES
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the embedded UFM-CE example and compare with theory")
     demo.add_argument("--out", help="output folder (default runs/demo)")
@@ -53,10 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     for p in (demo, run):
         p.add_argument("--quiet", action="store_true", help="no progress display")
         p.add_argument("--no-plots", action="store_true", help="write results.nc only")
+        p.add_argument(
+            "--overwrite", action="store_true",
+            help="replace results of another config (or a sweep) in the output folder",
+        )  # fmt: skip
     sweep = sub.add_parser("sweep", help="run (or resume) the grid of a config's list fields")
     sweep.add_argument("config", help="path to CONFIG.toml (fields given as lists are swept)")
     sweep.add_argument("--out", help="output folder (default: run.out of the config)")
     sweep.add_argument("--quiet", action="store_true", help="no progress display")
+    sweep.add_argument(
+        "--overwrite", action="store_true",
+        help="replace a run's results or a sweep of another config in the output folder",
+    )  # fmt: skip
     plot = sub.add_parser("plot", help="draw the figures of a results.nc or a sweep folder")
     plot.add_argument("results", help="path to results.nc, or a sweep's OUT (phase diagram)")
     plot.add_argument("--out", help="output folder (default: beside the results file)")
@@ -67,23 +82,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _simulate(cfg, out: str | None, quiet: bool, no_plots: bool) -> None:
+def _simulate(cfg, out: str | None, quiet: bool, no_plots: bool, overwrite: bool = False) -> int:
+    """Run, write and report; the exit status (EVERY_INIT_FAILED when no init is ok)."""
     from gflow import simulation
 
     cfg = simulation.as_config(cfg)
     if out is not None:
         cfg = cfg.replace(run={"out": out})
-    ds, path = simulation.run(cfg, progress=not quiet)
+    ds, path = simulation.run(cfg, progress=not quiet, overwrite=overwrite)
     from gflow import results
 
     if path.is_dir():  # a process other than 0 of a multi-process run
         print(f"gflow: this process's parts are in {path}; process 0 writes results.nc")
-        return
+        return 0
 
     print(results.summary(ds))
     print(f"results: {path}")
     if not no_plots:
         _plot(ds, path.parent)
+    if not (ds.status == "ok").any():
+        print(f"gflow: every init failed ({results.failures(ds)}); see {path}", file=sys.stderr)
+        return EVERY_INIT_FAILED
+    return 0
 
 
 def _plot(ds, out: Path) -> None:
@@ -128,13 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from gflow import config
 
-            _simulate(config.loads(DEMO_CONFIG), args.out, args.quiet, args.no_plots)
+            return _simulate(
+                config.loads(DEMO_CONFIG), args.out, args.quiet, args.no_plots, args.overwrite
+            )
         elif args.command == "run":
-            _simulate(args.config, args.out, args.quiet, args.no_plots)
+            return _simulate(args.config, args.out, args.quiet, args.no_plots, args.overwrite)
         elif args.command == "sweep":
             from gflow import sweep
 
-            index = sweep.run(args.config, args.out, progress=not args.quiet)
+            index = sweep.run(args.config, args.out, not args.quiet, args.overwrite)
             print(sweep.open_index(index.parent).load())
             print(f"index: {index}")
         elif args.command == "bench":
@@ -165,14 +187,68 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"gflow: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("gflow: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"gflow: interrupted: {_kept(args)}", file=sys.stderr, flush=True)
+        return getattr(err, "status", 130)
     except Exception as err:  # noqa: BLE001 -- report, exit 1, no traceback wall
         print(f"gflow: failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt; exit status 143."""
+
+    status = 143
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _output_folder(args) -> Path | None:
+    """The output folder of the command ``args`` (None where it cannot be told)."""
+    if args.out:
+        return Path(args.out)
+    if args.command == "demo":
+        return Path("runs/demo")
+    try:
+        import tomllib
+
+        raw = tomllib.loads(Path(args.config).read_text())
+        return Path(raw.get("run", {}).get("out", "runs/gflow"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _kept(args) -> str:
+    """What an interrupted run or sweep kept, and how to resume it."""
+    out = _output_folder(args) if args.command in ("demo", "run", "sweep") else None
+    if out is None:
+        return "nothing to keep"
+    if args.command == "sweep":
+        done = len(list(out.glob("points/*/results.nc")))
+        return f"{done} finished point(s) kept in {out}; the same command resumes the rest"
+    parts = len(list((out / "parts").glob("*.nc")))
+    if parts:
+        return f"{parts} finished block(s) kept in {out / 'parts'}; the same command resumes"
+    return "no block had finished (set run.chunk to keep blocks as they finish)"
+
+
+def entry() -> None:
+    """The ``gflow`` console script: :func:`main` under a SIGTERM handler; after an
+    interruption the process exits at once (a solve still running in XLA's threads would
+    otherwise hold it until the end, and a second Ctrl-C would print atexit tracebacks)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    status = main()
+    if status in (130, 143):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

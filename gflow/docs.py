@@ -189,6 +189,8 @@ OTHER_ROWS = (
     ("gflow plot notes.txt", "not netCDF"),
     ("gflow plot foreign.nc", "netCDF that gflow did not write"),
     ("gflow run ok.toml --out notes.txt/run", "a folder that cannot be made"),
+    ("gflow run ok.toml --out a-sweep", "a sweep's folder"),
+    ("gflow sweep seeds.toml --out a-run", "a run's folder"),
 )
 # messages that go on with a library's own words or with this machine's memory: the table
 # keeps what comes up to these
@@ -220,6 +222,11 @@ def make_files(folder: Path) -> None:
     (folder / "notes.txt").write_text("not a config, not an array, not netCDF\n")
     (folder / "ok.toml").write_text('[model]\nname = "ufm-ce"\n')
     xr.Dataset({"x": ("i", np.arange(3.0))}).to_netcdf(folder / "foreign.nc")
+    (folder / "seeds.toml").write_text("[init]\nseed = [1, 2]\n")
+    (folder / "a-sweep").mkdir()
+    (folder / "a-sweep" / "sweep.toml").write_text("[init]\nseed = [1, 2]\n")
+    (folder / "a-run").mkdir()
+    (folder / "a-run" / "results.nc").write_bytes(b"")
     np.savez(folder / "no-H.npz", W=np.zeros((4, 8)))
     np.savez(folder / "wrong-shape.npz", W=np.zeros((3, 8)), H=np.zeros((20, 8)))
     H = np.zeros((20, 8))

@@ -280,8 +280,42 @@ def escape_time(ds: xr.Dataset, factor: float = 1e4) -> xr.DataArray:
     return first.rename("escape_time")
 
 
+def failures(ds: xr.Dataset) -> str:
+    """The failed inits by status, most first, e.g. ``"nan 2, max_steps 1"`` ("" if none)."""
+    names, counts = np.unique(ds.status.values.astype(str), return_counts=True)
+    found = [(c, n) for n, c in zip(names, counts, strict=True) if n != "ok"]
+    order = {name: i for i, name in enumerate(STATUS)}
+    found.sort(key=lambda item: (-item[0], order.get(item[1], len(STATUS)), item[1]))
+    return ", ".join(f"{n} {c}" for c, n in found)
+
+
 def summary(ds: xr.Dataset) -> str:
-    """A text table of the final state across inits, against the closed form where there is one."""
+    """A text table of the final state across the ok inits, against the closed form where there
+    is one; a line above it says how many inits failed and why (and the table is left out if
+    none is ok)."""
+    total = ds.sizes["init"]
+    ok = ds.status.values.astype(str) == "ok"
+    status, counts = np.unique(ds.status.values.astype(str), return_counts=True)
+    statuses = f"inits: {total}  status: " + ", ".join(
+        f"{s} {c}" for s, c in zip(status, counts, strict=True)
+    )
+    timing = (
+        f"compile {ds.attrs['compile_seconds']:.2f} s, run {ds.attrs['run_seconds']:.2f} s "
+        f"on {ds.attrs['device']}, {ds.attrs['precision']}"
+    )
+    if not ok.any():
+        every = f"all {total} inits" if total > 1 else "the only init"
+        return "\n".join(
+            [f"{every} failed ({failures(ds)}); no ok init to summarize", statuses, timing]
+        )
+    head = []
+    if not ok.all():
+        good = int(ok.sum())
+        head = [
+            f"{total - good} of {total} inits failed ({failures(ds)}); the figures below are "
+            f"over the {good} ok init{'s' * (good > 1)}"
+        ]
+    ds = ds.isel(init=np.flatnonzero(ok))
     last = ds.isel(time=-1)
     rows = [("quantity", "closed form", "median", "worst")]
 
@@ -310,16 +344,8 @@ def summary(ds: xr.Dataset) -> str:
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, width, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in width))
-    status, counts = np.unique(ds.status.values.astype(str), return_counts=True)
-    lines.append("")
-    lines.append(
-        f"inits: {ds.sizes['init']}  status: "
-        + ", ".join(f"{s} {c}" for s, c in zip(status, counts, strict=True))
-    )
+    lines = [*head, *lines, "", statuses]
     if "theory_margin_rate" not in ds.attrs:
         lines.append(f"collapsed (NC1-3 < 1e-3, NC4 = 0): {float(collapsed(ds).mean()):.0%}")
-    lines.append(
-        f"compile {ds.attrs['compile_seconds']:.2f} s, run {ds.attrs['run_seconds']:.2f} s "
-        f"on {ds.attrs['device']}, {ds.attrs['precision']}"
-    )
+    lines.append(timing)
     return "\n".join(lines)

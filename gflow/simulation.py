@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from gflow import batch, distributed, models, results
+from gflow import batch, distributed, models, outdir, results
 from gflow import config as config_mod
 from gflow.batch import noise_keys, save_grid, state_bytes, vector_width, vectorized
 from gflow.config import Config, ConfigError
@@ -259,6 +258,19 @@ def clear_cache() -> None:
     _PROGRAMS.clear()
 
 
+def ready(tree):
+    """``jax.block_until_ready`` that Ctrl-C can interrupt: JAX dispatches a solve
+    asynchronously, so polling its results (every 1 ms at first, then up to every 50 ms) keeps
+    the Python main thread free to raise KeyboardInterrupt within a moment, not after the
+    solve."""
+    leaves = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
+    pause = 0.001
+    while not all(x.is_ready() for x in leaves):
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
+    return tree
+
+
 def structure_key(cfg: Config) -> str:
     """The config's fields, one ``section.key=value`` line each, with every value that is an
     input of the compiled solve, not part of its program, set to a neutral value: the model's
@@ -379,7 +391,7 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
         else:
             CACHE_STATS["hits"] += 1
         start = time.perf_counter()
-        traj = jax.block_until_ready(compiled(data, *args))
+        traj = ready(compiled(data, *args))
         run_seconds = time.perf_counter() - start
         traj = jax.tree.map(np.asarray, traj)
         if progress and len(batches) > 1:
@@ -449,6 +461,7 @@ def run(
     cfg: Config | str | Path | Mapping[str, Any],
     out: str | Path | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> tuple[xr.Dataset, Path]:
     """:func:`simulate`, then write ``OUT/results.nc`` atomically (OUT defaults to run.out).
 
@@ -456,25 +469,46 @@ def run(
     each block is written to OUT/parts/ as soon as it is solved. An interrupted run started
     again with the same config skips the blocks already there; process 0 joins the parts into
     results.nc and removes them (the other processes return what they solved, or None, and the
-    parts folder). A parts folder of a different config is refused, and so is an OUT that
-    cannot be created or written (a one-line ConfigError, before anything compiles).
+    parts folder). Before anything compiles (one-line ConfigErrors): an OUT that cannot be
+    created or written, one in use by another live run or sweep (its lock), one holding a
+    sweep, results of another config or a parts folder of another config is refused;
+    ``overwrite`` replaces a sweep's or another config's results instead.
     """
     cfg = as_config(cfg)
     if out is not None:
         cfg = cfg.replace(run={"out": str(out)})
     out = Path(cfg.run.out)
-    try:  # before anything compiles: a run must not fail only once its results are ready
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise ConfigError(
-            f"run.out: cannot create or write the folder {out} ({err.strerror or err}); "
-            "choose another (--out)"
-        ) from None
-    results.remove_stale_temporaries(out)
+    outdir.probe(out)  # a run must not fail only once its results are ready
     index, total = distributed.initialize(cfg.run)
+    with outdir.hold(out, outdir.LOCK if total == 1 else f"{outdir.LOCK}.{index}"):
+        if index == 0:
+            outdir.refuse_sweep_folder(out, overwrite)
+            _refuse_other_results(out / "results.nc", cfg, overwrite)
+        return _run_held(cfg, out, index, total, progress)
+
+
+def _refuse_other_results(path: Path, cfg: Config, overwrite: bool) -> None:
+    """``path`` (results.nc) of another config (another seed included) is refused, or removed
+    with ``overwrite``; results of the same config are replaced by the new run's."""
+    if not path.is_file():
+        return
+    try:
+        with xr.open_dataset(path) as ds:
+            theirs = ds.attrs["config"]
+        same = fingerprint(config_mod.loads(theirs)) == fingerprint(cfg)
+    except Exception:  # noqa: BLE001 -- unreadable, foreign or from an older config format
+        same = False
+    if same or overwrite:
+        return
+    raise ConfigError(
+        f"run.out: {path.parent} holds results.nc of another config; choose another folder "
+        "(--out), or --overwrite to replace it"
+    )
+
+
+def _run_held(cfg: Config, out: Path, index: int, total: int, progress: bool):
+    """:func:`run`'s work once OUT is held: solve (in blocks, resumable), write, join."""
+    results.remove_stale_temporaries(out)
     lo, hi = distributed.process_block(cfg.init.count, index, total)
     blocks = distributed.chunks(lo, hi, cfg.run.chunk)
     if total == 1 and len(blocks) == 1:

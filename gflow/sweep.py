@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from gflow import batch, results, simulation
+from gflow import batch, outdir, results, simulation
 from gflow import config as config_mod
 from gflow.config import ConfigError
 
@@ -137,14 +137,18 @@ def batches_of(grid: list[tuple], group: list[int]) -> list[list[int]]:
     return out
 
 
-def run(path: str | Path, out: str | Path | None = None, progress: bool = True) -> Path:
+def run(
+    path: str | Path, out: str | Path | None = None, progress: bool = True, overwrite: bool = False
+) -> Path:
     """Run (or resume) the sweep in the TOML file ``path``; returns the index path.
 
     Points that differ only in values the compiled solve takes as inputs (hyperparameters,
     traced dynamics settings, seeds) are solved together: all their (point, init) pairs in one
     batch of one compiled program, sharded and vectorized like one run's inits. Only structural
     axes (model, classes, dim, solver, kind, ...) add compilations. Each point's results are
-    those of running it alone.
+    those of running it alone. OUT is checked before anything compiles: it must be writable,
+    not in use by another run or sweep, and hold no run's results nor a sweep of another config
+    (``overwrite`` replaces them).
     """
     path = Path(path)
     if not path.is_file():
@@ -158,7 +162,18 @@ def run(path: str | Path, out: str | Path | None = None, progress: bool = True) 
         raw.setdefault("run", {})["out"] = str(out)
     grid_axes, grid = points(raw)
     folder = Path(raw.get("run", {}).get("out", config_mod.RunConfig.out))
-    _claim(folder, raw)
+    outdir.probe(folder)
+    with outdir.hold(folder):
+        outdir.refuse_run_folder(folder, overwrite)
+        if overwrite and (folder / "sweep.toml").is_file():
+            if (folder / "sweep.toml").read_text() != _canonical(raw):
+                outdir.clear(folder, outdir.SWEEP_FILES)
+        _claim(folder, raw)
+        return _run_claimed(folder, grid_axes, grid, progress)
+
+
+def _run_claimed(folder: Path, grid_axes, grid, progress: bool) -> Path:
+    """:func:`run`'s work once OUT is held and claimed: the points not done, in batches."""
     done = [(folder / "points" / f"{n:04d}" / "results.nc").is_file() for n in range(len(grid))]
     todo = [n for n in range(len(grid)) if not done[n]]
     groups = plan(grid, todo)

@@ -90,3 +90,71 @@ def test_run_into_a_read_only_folder_fails_before_compiling(tmp_path, sub):
         "choose another (--out)\n"
     )
     assert list(locked.iterdir()) == []
+
+
+def run_here(tmp_path, out, *flags: str) -> int:
+    (tmp_path / "c.toml").write_text(CONFIG)
+    return cli.main(["run", str(tmp_path / "c.toml"), "--out", str(out), "--quiet", "--no-plots",
+                     *flags])  # fmt: skip
+
+
+def test_a_folder_in_use_by_a_live_process_is_refused_and_a_dead_ones_lock_taken_over(
+    tmp_path, capsys
+):
+    """A real second process holds the lock; once it is gone, its lock is stale."""
+    out = tmp_path / "out"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".gflow.lock").write_text(f"{other.pid}\n{os.uname().nodename}\ngflow run x\n")
+        before = simulation.cache_info()["compiles"]
+        assert run_here(tmp_path, out) == 2
+        assert simulation.cache_info()["compiles"] == before  # refused before compiling
+        err = capsys.readouterr().err
+        assert err.startswith(f"gflow: error: run.out: {out} is in use by process {other.pid}")
+        assert "(gflow run x, since " in err and len(err.splitlines()) == 1
+    finally:
+        other.kill()
+        other.wait()
+    assert run_here(tmp_path, out) == 0  # the holder died: its lock is taken over
+    assert (out / "results.nc").is_file() and not (out / ".gflow.lock").exists()
+
+
+def test_results_of_another_config_are_kept_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_here(tmp_path, out) == 0
+    assert run_here(tmp_path, out) == 0  # the same config again: its results are replaced
+    first = (out / "results.nc").read_bytes()
+    CONFIG_SEED = CONFIG.replace("count = 2", "count = 2\nseed = 5")
+    (tmp_path / "c.toml").write_text(CONFIG_SEED)
+    argv = ["run", str(tmp_path / "c.toml"), "--out", str(out), "--quiet", "--no-plots"]
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"gflow: error: run.out: {out} holds results.nc of another config; choose another "
+        "folder (--out), or --overwrite to replace it\n"
+    )
+    assert (out / "results.nc").read_bytes() == first  # untouched
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert "seed = 5" in xr.open_dataset(out / "results.nc").attrs["config"]
+
+
+def test_runs_and_sweeps_do_not_mix(tmp_path, capsys):
+    run_out, sweep_out = tmp_path / "run", tmp_path / "sweep"
+    assert run_here(tmp_path, run_out) == 0
+    swept = CONFIG.replace("count = 2", "count = 2\nseed = [1, 2]")
+    (tmp_path / "s.toml").write_text(swept)
+    capsys.readouterr()
+    assert cli.main(["sweep", str(tmp_path / "s.toml"), "--out", str(run_out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"gflow: error: run.out: {run_out} holds a run's results (results.nc); choose another "
+        "folder (--out), or --overwrite to replace them\n"
+    )
+    assert cli.main(["sweep", str(tmp_path / "s.toml"), "--out", str(sweep_out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert run_here(tmp_path, sweep_out) == 2
+    assert capsys.readouterr().err.startswith(
+        f"gflow: error: run.out: {sweep_out} holds a sweep (sweep.toml, index.nc, points); "
+    )
+    assert run_here(tmp_path, sweep_out, "--overwrite") == 0
+    assert sorted(p.name for p in sweep_out.iterdir()) == ["results.nc"]

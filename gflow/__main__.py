@@ -1,0 +1,5 @@
+"""``python -m gflow``: the ``gflow`` command."""
+
+from gflow.cli import entry
+
+entry()

@@ -1,0 +1,126 @@
+"""Output folders: checked before anything compiles, held by one process at a time, and never
+mixed or silently overwritten (a run's results, a sweep's points, another config's results).
+
+A run or sweep holds ``OUT/.gflow.lock`` (created with O_EXCL; it names the process, the host
+and the command) while it writes; a second one into the same folder is refused while that
+process lives, and a lock left by a process that died is taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from gflow.config import ConfigError
+
+LOCK = ".gflow.lock"
+RUN_FILES = ("results.nc", "parts")
+SWEEP_FILES = ("sweep.toml", "index.nc", "points")
+
+
+def probe(folder: Path) -> None:
+    """Create ``folder`` and write (then remove) a temporary file in it, or raise a one-line
+    :class:`ConfigError` saying why it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise ConfigError(
+            f"run.out: cannot create or write the folder {folder} ({err.strerror or err}); "
+            "choose another (--out)"
+        ) from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists (owned by someone else), or we cannot tell: assume it lives
+    return True
+
+
+def _holder(lock: Path) -> tuple[int, str, str] | None:
+    """(pid, host, command) recorded in a lock file, None if unreadable."""
+    try:
+        pid, host, command = lock.read_text().split("\n", 2)
+        return int(pid), host, command.strip()
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def hold(folder: Path, name: str = LOCK) -> Iterator[Path]:
+    """Hold ``folder``'s lock while the body runs; refuse (ConfigError) a folder whose lock
+    belongs to a live process; take over a lock whose process is gone."""
+    lock = folder / name
+    record = f"{os.getpid()}\n{socket.gethostname()}\n{' '.join(sys.argv) or 'python'}\n"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _holder(lock)
+            if holder is not None and (holder[1] != socket.gethostname() or _alive(holder[0])):
+                pid, host, command = holder
+                since = time.strftime("%Y-%m-%d %H:%M", time.localtime(lock.stat().st_mtime))
+                raise ConfigError(
+                    f"run.out: {folder} is in use by process {pid} on {host} ({command}, since "
+                    f"{since}); wait for it, or choose another folder (--out)"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # its process died: the folder is free
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+        break
+    else:
+        raise ConfigError(f"run.out: {folder}: could not take its lock {lock}")
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+def holds(folder: Path, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` exist in ``folder``."""
+    return [n for n in names if (folder / n).exists()]
+
+
+def clear(folder: Path, names: tuple[str, ...]) -> None:
+    """Remove the files and folders ``names`` from ``folder`` (``--overwrite``)."""
+    for n in holds(folder, names):
+        path = folder / n
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def refuse_sweep_folder(folder: Path, overwrite: bool) -> None:
+    """A run into a sweep's folder: refused, or (``overwrite``) the sweep removed."""
+    found = holds(folder, SWEEP_FILES)
+    if found and not overwrite:
+        raise ConfigError(
+            f"run.out: {folder} holds a sweep ({', '.join(found)}); choose another folder "
+            "(--out), or --overwrite to replace it"
+        )
+    clear(folder, SWEEP_FILES)
+
+
+def refuse_run_folder(folder: Path, overwrite: bool) -> None:
+    """A sweep into a run's folder: refused, or (``overwrite``) the run's results removed."""
+    found = holds(folder, RUN_FILES)
+    if found and not overwrite:
+        raise ConfigError(
+            f"run.out: {folder} holds a run's results ({', '.join(found)}); choose another "
+            "folder (--out), or --overwrite to replace them"
+        )
+    clear(folder, RUN_FILES)
