@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -120,7 +121,8 @@ DOCS = {
         "seed": "seed of the init keys (and of the Brownian paths)",
         "scale": "entries i.i.d. scale * N(0, 1)",
         "from_file": "optional: an .npz of the parameters by name (the layout of the model, "
-        "e.g. H, W, b), with or without a leading init axis",
+        "e.g. H, W, b), with or without a leading init axis; a relative path is from the "
+        "config file's folder, ~ is expanded",
     },
     "run": {
         "precision": "float32 | float64",
@@ -188,15 +190,29 @@ def class_counts(model: ModelConfig) -> tuple[int, ...]:
 # --------------------------------------------------------------------------- parsing
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a TOML config file."""
-    path = Path(path)
+def readable_file(field: str, path: Path, what: str) -> None:
+    """Raise a one-line ConfigError unless ``path`` is a file this process can read."""
+    if path.is_dir():
+        raise ConfigError(f"{field}: {path} is a folder; give {what}")
     if not path.is_file():
-        raise ConfigError(f"config: file not found: {path}")
+        raise ConfigError(f"{field}: file not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{field}: {path} cannot be read (permission denied)")
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a TOML config file; a relative ``init.from`` in it is a path from the
+    config file's folder (``~`` expanded), as a config is written beside its start file."""
+    path = Path(path).expanduser()
+    readable_file("config", path, "a TOML config file")
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config: {path} is not valid TOML: {err}") from None
+    start = raw.get("init", {}).get("from") if isinstance(raw.get("init"), Mapping) else None
+    if isinstance(start, str) and start:
+        given = Path(start).expanduser()
+        raw["init"]["from"] = str(given if given.is_absolute() else path.parent / given)
     return from_dict(raw)
 
 
@@ -361,8 +377,8 @@ def validate(cfg: Config) -> None:
     _at_least("init.count", i.count, 1)
     _at_least("init.seed", i.seed, 0)
     _at_least("init.scale", i.scale, 0.0)
-    if i.from_file is not None and not Path(i.from_file).is_file():
-        raise ConfigError(f"init.from: file not found: {i.from_file}")
+    if i.from_file is not None:
+        readable_file("init.from", Path(i.from_file).expanduser(), "an .npz file")
 
     _one_of("run.precision", r.precision, PRECISIONS)
     _one_of("run.hessian", r.hessian, HESSIAN_METHODS)

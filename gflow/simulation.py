@@ -86,7 +86,7 @@ def load_initial_params(path: str | Path, model: Model, count: int, dtype):
     layout = parameter_layout(model)
     names = ", ".join(layout)
     try:
-        arrays = dict(np.load(path))  # allow_pickle stays off: no code runs from the file
+        arrays = dict(np.load(Path(path).expanduser()))  # allow_pickle off: no code runs
     except Exception as err:  # noqa: BLE001 -- any unreadable file is a config problem
         raise ConfigError(
             f"init.from: {path} is not an .npz of arrays {names} (numpy.savez; "
@@ -477,7 +477,7 @@ def run(
     cfg = as_config(cfg)
     if out is not None:
         cfg = cfg.replace(run={"out": str(out)})
-    out = Path(cfg.run.out)
+    out = Path(cfg.run.out).expanduser()
     outdir.probe(out)  # a run must not fail only once its results are ready
     index, total = distributed.initialize(cfg.run)
     with outdir.hold(out, outdir.LOCK if total == 1 else f"{outdir.LOCK}.{index}"):

@@ -150,9 +150,8 @@ def run(
     not in use by another run or sweep, and hold no run's results nor a sweep of another config
     (``overwrite`` replaces them).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config: file not found: {path}")
+    path = Path(path).expanduser()
+    config_mod.readable_file("config", path, "a TOML config file")
     text = path.read_text()
     try:
         raw = tomllib.loads(text)
@@ -161,7 +160,7 @@ def run(
     if out is not None:
         raw.setdefault("run", {})["out"] = str(out)
     grid_axes, grid = points(raw)
-    folder = Path(raw.get("run", {}).get("out", config_mod.RunConfig.out))
+    folder = Path(raw.get("run", {}).get("out", config_mod.RunConfig.out)).expanduser()
     outdir.probe(folder)
     with outdir.hold(folder):
         outdir.refuse_run_folder(folder, overwrite)

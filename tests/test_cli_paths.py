@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from gflow import cli, results, simulation
+from gflow import cli, config, results, simulation
 
 CONFIG = """\
 [model]
@@ -158,3 +158,42 @@ def test_runs_and_sweeps_do_not_mix(tmp_path, capsys):
     )
     assert run_here(tmp_path, sweep_out, "--overwrite") == 0
     assert sorted(p.name for p in sweep_out.iterdir()) == ["results.nc"]
+
+
+def test_init_from_is_found_from_the_config_folder_with_tilde_expanded(tmp_path, monkeypatch):
+    """A config beside its start file works from any folder; ~ is the home folder."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    W, H = np.ones((3, 4)), np.ones((9, 4))
+    np.savez(folder / "start.npz", W=W, H=H)
+    text = CONFIG.replace("[init]\ncount = 2\n", '[init]\ncount = 2\nfrom = "start.npz"\n')
+    (folder / "c.toml").write_text(text)
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    cfg = config.load(folder / "c.toml")
+    assert cfg.init.from_file == str(folder / "start.npz")
+    model, params0 = simulation.prepare(cfg)
+    np.testing.assert_array_equal(params0["W"][1], W)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = config.load("~/study/c.toml")
+    assert cfg.init.from_file == str(folder / "start.npz")
+    absolute = text.replace('"start.npz"', '"~/study/start.npz"')
+    (folder / "d.toml").write_text(absolute)
+    assert config.load(folder / "d.toml").init.from_file == str(folder / "start.npz")
+
+
+def test_a_folder_or_an_unreadable_file_where_a_file_is_expected(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text(CONFIG.replace("count = 2", 'count = 2\nfrom = "."'))
+    assert cli.main(["run", str(tmp_path / "c.toml"), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"gflow: error: init.from: {tmp_path} is a folder; give an .npz file\n"
+    )
+    assert cli.main(["run", str(tmp_path), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"gflow: error: config: {tmp_path} is a folder; give a TOML config file\n"
+    )
+    if os.geteuid() != 0:  # root reads anything
+        secret = tmp_path / "secret.toml"
+        secret.write_text(CONFIG)
+        secret.chmod(0)
+        assert cli.main(["run", str(secret), "--quiet"]) == 2
+        assert "cannot be read (permission denied)" in capsys.readouterr().err
