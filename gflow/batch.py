@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 from collections.abc import Callable
 
 import equinox as eqx
@@ -26,6 +25,7 @@ from gflow.dynamics.stochastic import noisy_gradient_flow
 from gflow.dynamics.trajectory import Trajectory
 from gflow.hessian import extreme_eigenvalues
 from gflow.models.base import Model, split_hyperparameters
+from gflow.progress import METER
 
 
 def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
@@ -246,14 +246,15 @@ def vector_width(
     return int(np.clip(FLOW_VECTOR_BYTES // max(state_bytes, 1), 1, GD_VECTOR_WIDTH))
 
 
-def vectorized(solve: Callable, width: int = 0, progress: bool = False, devices: int = 1):
+def vectorized(solve: Callable, width: int = 0, progress: bool = False):
     """(shared, *batched) -> batched Trajectory, for ``solve(shared, *one_init)``: ``shared`` is
     the same for every init (a model's data), each of ``batched`` has a leading init axis.
     vmap(solve) over the whole batch (``width`` 0) or ``lax.map`` over vectors of ``width``
     inits, vmapped within (the init count must then be a multiple of ``width``).
 
-    With vectors, ``progress`` reports each further 10% of the vectors solved on all
-    ``devices`` (a host callback; under ``shard_map`` every device runs its own vectors).
+    With vectors, ``progress`` adds each finished vector's inits to
+    :data:`gflow.progress.METER` (a host callback; under ``shard_map`` every device runs its
+    own vectors); the caller starts the meter with the number of inits.
     """
 
     def vmapped(shared, *batched):
@@ -261,23 +262,14 @@ def vectorized(solve: Callable, width: int = 0, progress: bool = False, devices:
 
     if width <= 0:
         return vmapped
-    done = {"vectors": 0, "shown": 0}
-
-    def report(total, _) -> None:
-        done["vectors"] += 1
-        tenths = 10 * done["vectors"] // int(total)
-        if tenths > done["shown"]:
-            done["shown"] = tenths
-            print(f"gflow: {10 * tenths}% of the inits solved", file=sys.stderr, flush=True)
 
     def run(shared, *batched):
         count = jax.tree.leaves(batched)[0].shape[0]
-        total = count // width * devices
 
         def one_vector(args):
             traj = vmapped(shared, *args)
-            if progress:
-                jax.debug.callback(report, total, traj.status)
+            if progress:  # a vector of inits is done (gflow.progress.METER counts inits)
+                jax.debug.callback(lambda _: METER.add(width), traj.status)
             return traj
 
         split = jax.tree.map(lambda x: x.reshape(count // width, width, *x.shape[1:]), batched)
@@ -321,6 +313,8 @@ def batched_solver(
 
     def solve(params0, keys):
         count = keys.shape[0]
+        if progress and dynamics.kind == "gd":
+            METER.start(count * dynamics.steps, "of the steps")
         data, hyper = broadcast_hyperparameters(model, count)
         return compiled(data, hyper, broadcast_settings(settings, count), params0, keys)
 

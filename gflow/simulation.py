@@ -27,6 +27,7 @@ from gflow.config import Config, ConfigError
 from gflow.hessian import DENSE_LIMIT, num_params
 from gflow.models import registry
 from gflow.models.base import Model
+from gflow.progress import METER
 
 
 def as_config(cfg: Config | str | Path | Mapping[str, Any]) -> Config:
@@ -370,12 +371,15 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
                     flush=True,
                 )
             start = time.perf_counter()
+            # progress: GD counts each init's save segments, flows each vector of inits (and
+            # diffrax's meter where the inits run as one vmap)
+            steps_meter = first.dynamics.kind == "gd"
             solve = vectorized(
                 batch.batch_solve(
-                    first.dynamics, progress and not vector, first.run.hessian,
-                    first.run.hessian_iters, first.run.save_geometry,
+                    first.dynamics, progress and (steps_meter or not vector),
+                    first.run.hessian, first.run.hessian_iters, first.run.save_geometry,
                 ),
-                vector, progress, devices,
+                vector, progress and not steps_meter,
             )  # fmt: skip
             # vectors are a sequential map, which needs each device's slice by hand
             # (shard_map); a plain vmap is left to jit on the sharded inputs (diffrax's
@@ -390,6 +394,10 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
             CACHE_STATS["compiles"] += 1
         else:
             CACHE_STATS["hits"] += 1
+        if progress and first.dynamics.kind == "gd":
+            METER.start(width * first.dynamics.steps, "of the steps")
+        elif progress and vector:
+            METER.start(width, "of the inits solved")
         start = time.perf_counter()
         traj = ready(compiled(data, *args))
         run_seconds = time.perf_counter() - start

@@ -7,7 +7,6 @@ through ``jax.debug.callback`` on the (unbatched) segment index, so under vmap i
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 import jax
@@ -16,6 +15,7 @@ import numpy as np
 import optax
 
 from gflow.dynamics.trajectory import DIVERGED, OK, Trajectory, mark_nan, nan_after_failure
+from gflow.progress import METER
 
 # Optax optimizers that are built from a learning rate alone (other arguments keep defaults).
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -46,23 +46,6 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 }
 
 
-def _reporter(save_steps: np.ndarray) -> Callable:
-    """Host-side callback: print the step count each time another 10% of the steps is done."""
-    total = int(save_steps[-1])
-    shown = {"tenths": 0}
-
-    def report(index) -> None:
-        done = int(save_steps[int(index) + 1])
-        tenths = 10 * done // total
-        if tenths > shown["tenths"] or done == total:
-            shown["tenths"] = tenths
-            print(
-                f"gd: step {done}/{total} ({100 * done / total:.0f}%)", file=sys.stderr, flush=True
-            )
-
-    return report
-
-
 def gradient_descent(
     loss: Callable,
     params0,
@@ -86,7 +69,6 @@ def gradient_descent(
     opt = OPTIMIZERS[optimizer](learning_rate=lr)
     lengths = jnp.asarray(np.diff(save_steps), jnp.int32)
     grad = jax.grad(loss)
-    report = _reporter(save_steps)
 
     def step(_, carry):
         params, state = carry
@@ -98,12 +80,33 @@ def gradient_descent(
             carry = step(0, carry)
         return carry
 
-    def segment(carry, xs):
-        index, length = xs
+    def take_steps(carry, length):
         carry = jax.lax.fori_loop(0, length // unroll, unrolled, carry)
-        carry = jax.lax.fori_loop(0, length % unroll, step, carry)
+        return jax.lax.fori_loop(0, length % unroll, step, carry)
+
+    # progress: blocks of about 5% of the steps, each reported when done (gflow.progress), so
+    # that the long last segment of a log-spaced grid is followed too; the same steps are taken
+    block = max(unroll, int(save_steps[-1]) // 20 // unroll * unroll)
+
+    def per_init(units, carry):
+        """``units`` made to depend on this init's state, so that under vmap the callback
+        runs once per init (an unbatched argument would run it once per batch)."""
+        probe = jax.tree.leaves(carry[0])[0].ravel()[0]
+        return units + 0 * jnp.isnan(probe).astype(jnp.int32)
+
+    def one_block(_, carry):
+        carry = jax.lax.fori_loop(0, block // unroll, unrolled, carry)
+        jax.debug.callback(METER.add, per_init(jnp.int32(block), carry))
+        return carry
+
+    def segment(carry, xs):
+        _, length = xs
         if progress:
-            jax.debug.callback(report, index)
+            carry = jax.lax.fori_loop(0, length // block, one_block, carry)
+            carry = take_steps(carry, length % block)
+            jax.debug.callback(METER.add, per_init(length % block, carry))
+        else:
+            carry = take_steps(carry, length)
         return carry, observe(carry[0])
 
     first = observe(params0)
