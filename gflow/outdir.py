@@ -104,23 +104,22 @@ def clear(folder: Path, names: tuple[str, ...]) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def _refuse(folder: Path, names: tuple[str, ...], what: str, overwrite: bool) -> None:
+    found = holds(folder, names)
+    if found and not overwrite:
+        them = "them" if what.endswith("results") else "it"
+        raise ConfigError(
+            f"run.out: {folder} holds {what} ({', '.join(found)}); choose another folder "
+            f"(--out), or --overwrite to replace {them}"
+        )
+    clear(folder, names)
+
+
 def refuse_sweep_folder(folder: Path, overwrite: bool) -> None:
     """A run into a sweep's folder: refused, or (``overwrite``) the sweep removed."""
-    found = holds(folder, SWEEP_FILES)
-    if found and not overwrite:
-        raise ConfigError(
-            f"run.out: {folder} holds a sweep ({', '.join(found)}); choose another folder "
-            "(--out), or --overwrite to replace it"
-        )
-    clear(folder, SWEEP_FILES)
+    _refuse(folder, SWEEP_FILES, "a sweep", overwrite)
 
 
 def refuse_run_folder(folder: Path, overwrite: bool) -> None:
     """A sweep into a run's folder: refused, or (``overwrite``) the run's results removed."""
-    found = holds(folder, RUN_FILES)
-    if found and not overwrite:
-        raise ConfigError(
-            f"run.out: {folder} holds a run's results ({', '.join(found)}); choose another "
-            "folder (--out), or --overwrite to replace them"
-        )
-    clear(folder, RUN_FILES)
+    _refuse(folder, RUN_FILES, "a run's results", overwrite)
