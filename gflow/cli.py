@@ -47,9 +47,25 @@ EVERY_INIT_FAILED = 3  # the exit status of a run or demo none of whose inits is
 EXIT_CODES = "exit codes: 0 success, 1 failure, 2 bad input, 3 every init failed (results written)"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: argparse's version action, with git asked only when the flag is given."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import gflow
+
+        print(f"gflow {gflow.version_info()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gflow", description=__doc__.splitlines()[0], epilog=EXIT_CODES
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the version (and git revision) and exit"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the embedded UFM-CE example and compare with theory")

@@ -24,6 +24,8 @@ _STYLE = {
     "grid.alpha": 0.3,
     "savefig.dpi": 200,
     "savefig.bbox": "tight",
+    "pdf.fonttype": 42,  # TrueType in PDF and PS, not Type 3 (which many venues reject)
+    "ps.fonttype": 42,
 }
 _MEDIAN = "#1f4e79"
 _THEORY = "#c0392b"
@@ -258,6 +260,13 @@ def plot_elastic(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
+def _savefig(fig: plt.Figure, path: Path) -> None:
+    """Write ``fig`` at 200 dpi with a tight bounding box and TrueType fonts: the style holds at
+    the save, where matplotlib reads those settings, not only while the figure is drawn."""
+    with plt.rc_context(_STYLE):
+        fig.savefig(path, dpi=_STYLE["savefig.dpi"], bbox_inches=_STYLE["savefig.bbox"])
+
+
 def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
     """Write trajectories.{png,pdf} and gram.{png,pdf} into ``out`` (and margin.{png,pdf} when
     the results carry a KKT residual, elastic.{png,pdf} for LE-ODE/SDE runs); returns the paths."""
@@ -272,7 +281,7 @@ def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
     for name, fig in figures:
         for ext in ("png", "pdf"):
             path = out / f"{name}.{ext}"
-            fig.savefig(path)
+            _savefig(fig, path)
             paths.append(path)
         plt.close(fig)
     return paths
@@ -378,9 +387,8 @@ def save_sweep_figures(index: xr.Dataset, out: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     fig = plot_sweep(index)
     paths = []
-    with plt.rc_context(_STYLE):
-        for ext in ("png", "pdf"):
-            paths.append(out / f"phase.{ext}")
-            fig.savefig(paths[-1])
+    for ext in ("png", "pdf"):
+        paths.append(out / f"phase.{ext}")
+        _savefig(fig, paths[-1])
     plt.close(fig)
     return paths

@@ -1,15 +1,17 @@
 """Trajectories as an xarray Dataset with named dimensions, written to netCDF atomically.
 
-Contract (DESIGN.md): dims ``init``, ``time``, ``class``, ``feature``, ``sample``; along the
+The contract: dims ``init``, ``time``, ``class``, ``feature``, ``sample``; along the
 trajectory (init, time): ``loss``, ``nc1``..``nc4`` and the other metrics; final state ``W``
 (init, class, feature), ``H`` (init, sample, feature), ``b`` (init, class); ``labels`` (sample);
 ``status`` (init): "ok" or why that init failed; attributes ``config`` (TOML text),
-``gflow_version``, ``jax_version``, ``device``, ``seed``, ``compile_seconds``, ``run_seconds``.
+``gflow_version``, ``git_revision``, the versions of jax, jaxlib, diffrax, optax, equinox,
+numpy, xarray and Python, ``device``, ``seed``, ``compile_seconds``, ``run_seconds``.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import sys
 import tempfile
@@ -35,6 +37,24 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+@functools.cache
+def _provenance() -> dict[str, str]:
+    """The versions behind a results file and the git revision of gflow's source ("" when not
+    a checkout); computed once per process."""
+    import gflow
+
+    versions = {f"{p}_version": _version(p) for p in ("jaxlib", "diffrax", "optax", "equinox")}
+    return {
+        "gflow_version": gflow.__version__,
+        "git_revision": gflow.version_info().git_revision or "",
+        "jax_version": jax.__version__,
+        **versions,
+        "numpy_version": np.__version__,
+        "xarray_version": xr.__version__,
+        "python_version": sys.version.split()[0],
+    }
 
 
 def device_description() -> str:
@@ -98,10 +118,7 @@ def to_dataset(
     attrs = {
         "title": f"gflow {cfg.model.name} {cfg.dynamics.kind}",
         "config": config_mod.dumps(cfg),
-        "gflow_version": _version("gflow"),
-        "jax_version": jax.__version__,
-        "diffrax_version": _version("diffrax"),
-        "optax_version": _version("optax"),
+        **_provenance(),
         "device": device_description(),
         "seed": cfg.init.seed,
         "precision": cfg.run.precision,

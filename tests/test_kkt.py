@@ -92,7 +92,7 @@ def test_nan_where_not_separating_and_rotation_invariant(rng):
 
 def test_falls_along_the_ulpm_flow():
     """Measured (K=4, n=5, d=8): ~0.97 at t=1e2, 0.7-0.95 at 1e4, 0.3-0.7 at 1e6, 0.08-0.22 at
-    1e8 (formulas.md: 0.02-0.03 at t=1e30, roughly like 1/log t)."""
+    1e8 (measured: 0.02-0.03 at t=1e30, roughly like 1/log t)."""
     model = ulpm(K, 8, N_PER, dtype=jnp.float64)
     dyn = DynamicsConfig(t1=1e8, rtol=1e-8, atol=1e-10, saves=9)  # t = 0, 1, 13.9, ..., 1e8
     traj = run_batch(model, dyn, init_batch(model, seed=0, count=4))

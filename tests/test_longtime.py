@@ -46,7 +46,7 @@ def test_same_path_as_a_tight_plain_time_reference(small, flow):
 
 def test_margin_within_one_percent_in_few_steps():
     """K=3, n=4, d=6 to t = 1e60. Also the KKT residual at t = 1e30 against the reference
-    measurement of formulas.md (about 0.02-0.03 for a small balanced problem; here 0.025-0.03)."""
+    measurement (about 0.02-0.03 for a small balanced problem; here 0.025-0.03)."""
     model = ulpm(3, 6, 4, dtype=jnp.float64)
     dyn = DynamicsConfig(t1=1e60, rtol=1e-8, atol=1e-10, saves=8, reparam="loss")  # 1e0..1e60
     traj = run_batch(model, dyn, init_batch(model, seed=0, count=4))

@@ -1,4 +1,4 @@
-"""Closed forms of gflow.theory against the worked numbers of the papers (formulas.md)."""
+"""Closed forms of gflow.theory against the worked numbers of the papers."""
 
 import math
 
@@ -36,7 +36,7 @@ def test_ufm_ce_worked_values_k4_n5():
 
 
 def test_ufm_ce_worked_value_k10_n20():
-    # formulas.md prints 143.93; its own formula gives 143.9211 (hand: (9/sqrt(0.05)) *
+    # the worked number printed is 143.93; the formula gives 143.9211 (hand: (9/sqrt(0.05)) *
     # log((sqrt(0.05) - 0.045)/0.005)), which is also where gradient flow ends (performance notes:
     # 143.92). The printed value is a rounding slip; the formula is what is checked.
     c = math.sqrt(0.05)

@@ -19,8 +19,8 @@ FLOW = DynamicsConfig(t1=20_000.0, rtol=1e-11, atol=1e-13, saves=10, max_steps=5
 
 
 def test_worked_values_k4_n5():
-    """formulas.md: K=4, n=5, lam = 5e-3 -> s = 0.95527864045; with bias the diagonal of
-    H_bar W^T is 0.71645898 and the off-diagonal -0.23881966, b = 0.25."""
+    """Worked values (Tirer & Bruna 2022): K=4, n=5, lam = 5e-3 -> s = 0.95527864045; with
+    bias the diagonal of H_bar W^T is 0.71645898 and the off-diagonal -0.23881966, b = 0.25."""
     opt = theory.ufm_mse_optimum(4, 5, 5e-3, 5e-3, bias=True)
     assert opt.s == pytest.approx(0.95527864045, rel=1e-11)
     np.testing.assert_allclose(np.diag(opt.HW), 0.71645898, atol=5e-9)
