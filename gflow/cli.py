@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a simulation from a TOML config")
     run.add_argument("config", help="path to CONFIG.toml")
     run.add_argument("--out", help="output folder (default: run.out of the config)")
+    run.add_argument(
+        "--print-config", action="store_true",
+        help="print the effective config (defaults and overrides filled in) and exit",
+    )  # fmt: skip
+    run.add_argument(
+        "--dry-run", action="store_true",
+        help="check the config, its files and the memory it needs, then exit (compiles nothing)",
+    )  # fmt: skip
     for p in (demo, run):
         p.add_argument("--quiet", action="store_true", help="no progress display")
         p.add_argument("--no-plots", action="store_true", help="write results.nc only")
@@ -82,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         )  # fmt: skip
     sweep = sub.add_parser("sweep", help="run (or resume) the grid of a config's list fields")
     sweep.add_argument("config", help="path to CONFIG.toml (fields given as lists are swept)")
+    for p in (run, sweep):
+        p.add_argument(
+            "overrides", nargs="*", metavar="section.key=value",
+            help="change a field of the config, e.g. model.classes=10 init.count=64",
+        )  # fmt: skip
     sweep.add_argument("--out", help="output folder (default: run.out of the config)")
     sweep.add_argument("--quiet", action="store_true", help="no progress display")
     sweep.add_argument(
@@ -119,6 +132,26 @@ def _simulate(cfg, out: str | None, quiet: bool, no_plots: bool, overwrite: bool
     if not (ds.status == "ok").any():
         print(f"gflow: every init failed ({results.failures(ds)}); see {path}", file=sys.stderr)
         return EVERY_INIT_FAILED
+    return 0
+
+
+def _inspect(cfg, out: str | None, print_config: bool) -> int:
+    """``--print-config``: the effective config as TOML; ``--dry-run``: every check a run makes
+    before compiling (the model, init.from, the memory estimate) and what it would do."""
+    from gflow import config, simulation
+
+    if out is not None:
+        cfg = cfg.replace(run={"out": out})
+    if print_config:
+        print(config.dumps(cfg), end="")
+        return 0
+    model = simulation.build_model(cfg)
+    need = sum(simulation.memory_needed(cfg, model).values())
+    print(
+        f"gflow: dry run: the config is valid; {cfg.model.name}, {cfg.init.count} inits, "
+        f"{cfg.dynamics.kind}, about {simulation._size(need)} at the peak; results would go to "
+        f"{Path(cfg.run.out) / 'results.nc'}"
+    )
     return 0
 
 
@@ -168,11 +201,18 @@ def main(argv: list[str] | None = None) -> int:
                 config.loads(DEMO_CONFIG), args.out, args.quiet, args.no_plots, args.overwrite
             )
         elif args.command == "run":
-            return _simulate(args.config, args.out, args.quiet, args.no_plots, args.overwrite)
+            from gflow import config
+
+            cfg = config.load(args.config, args.overrides)
+            if args.print_config or args.dry_run:
+                return _inspect(cfg, args.out, args.print_config)
+            return _simulate(cfg, args.out, args.quiet, args.no_plots, args.overwrite)
         elif args.command == "sweep":
             from gflow import sweep
 
-            index = sweep.run(args.config, args.out, not args.quiet, args.overwrite)
+            index = sweep.run(
+                args.config, args.out, not args.quiet, args.overwrite, tuple(args.overrides)
+            )
             print(sweep.open_index(index.parent).load())
             print(f"index: {index}")
         elif args.command == "bench":

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,9 +200,30 @@ def readable_file(field: str, path: Path, what: str) -> None:
         raise ConfigError(f"{field}: {path} cannot be read (permission denied)")
 
 
-def load(path: str | Path) -> Config:
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``raw`` (TOML layout) with command-line assignments ``section.key=value`` applied; a
+    value is read as TOML (``10``, ``5e-3``, ``true``, ``[4, 8]``, ``"x"``), else as a string."""
+    for given in overrides:
+        dotted, sep, text = given.partition("=")
+        section, dot, key = dotted.strip().partition(".")
+        if not sep or not dot or not section or not key:
+            raise ConfigError(f"override: expected section.key=value, got {given!r}")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{section}: must be a table ([{section}])")
+        target[key] = value
+    return raw
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read and validate a TOML config file; a relative ``init.from`` in it is a path from the
-    config file's folder (``~`` expanded), as a config is written beside its start file."""
+    config file's folder (``~`` expanded), as a config is written beside its start file.
+    ``overrides`` (``section.key=value``, see :func:`apply_overrides`) apply on top; a path
+    among them is from the current folder."""
     path = Path(path).expanduser()
     readable_file("config", path, "a TOML config file")
     try:
@@ -213,7 +234,7 @@ def load(path: str | Path) -> Config:
     if isinstance(start, str) and start:
         given = Path(start).expanduser()
         raw["init"]["from"] = str(given if given.is_absolute() else path.parent / given)
-    return from_dict(raw)
+    return from_dict(apply_overrides(raw, overrides))
 
 
 def loads(text: str) -> Config:

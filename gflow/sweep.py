@@ -138,7 +138,11 @@ def batches_of(grid: list[tuple], group: list[int]) -> list[list[int]]:
 
 
 def run(
-    path: str | Path, out: str | Path | None = None, progress: bool = True, overwrite: bool = False
+    path: str | Path,
+    out: str | Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    overrides: tuple[str, ...] = (),
 ) -> Path:
     """Run (or resume) the sweep in the TOML file ``path``; returns the index path.
 
@@ -157,6 +161,7 @@ def run(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config: {path} is not valid TOML: {err}") from None
+    raw = config_mod.apply_overrides(raw, overrides)  # section.key=value from the command line
     if out is not None:
         raw.setdefault("run", {})["out"] = str(out)
     grid_axes, grid = points(raw)
