@@ -89,10 +89,12 @@ def _layout(spec) -> str:
 
 def models_table() -> str:
     """One row per model: its options (structure | hyperparameters), what it pins, the dynamics
-    kinds it runs with, its parameters at the defaults and its target geometry."""
+    kinds it runs with, its parameters at the defaults, its target geometry and the metrics
+    that vanish there (what the summary and `collapsed` judge it by)."""
     rows = [
-        "| model | structure | hyperparameters | pins | kinds | parameters (defaults) | target |",
-        "|---|---|---|---|---|---|---|",
+        "| model | structure | hyperparameters | pins | kinds | parameters (defaults) | target |"
+        " judged by |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for spec in registry.SPECS.values():
         pins = ", ".join(f"{k} = {_toml(v)}" for k, v in spec.pinned.items())
@@ -103,7 +105,7 @@ def models_table() -> str:
         rows.append(
             f"| `{spec.name}` | {', '.join(spec.structure())} | "
             f"{', '.join(spec.hyperparameters())} | {pins} | {', '.join(spec.kinds)} | "
-            f"{_layout(spec)} | {target} |"
+            f"{_layout(spec)} | {target} | {', '.join(spec.targets(options))} |"
         )
     return "\n".join(rows)
 

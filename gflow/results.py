@@ -72,7 +72,13 @@ def theory_attrs(model: Model, cfg: Config) -> dict[str, float | int | str]:
     attrs = spec.closed_form(options, model.counts) if spec.closed_form is not None else {}
     if spec.geometry is not None:
         attrs = {**attrs, "theory_geometry": spec.geometry(options)}
-    return attrs
+    return {**attrs, "theory_metrics": " ".join(spec.targets(options))}
+
+
+def target_metrics(ds: xr.Dataset) -> tuple[str, ...]:
+    """The metrics that vanish at the model's target geometry (``theory_metrics``; NC1-NC4,
+    the simplex ETF's, for files written before it was recorded)."""
+    return tuple(ds.attrs.get("theory_metrics", "nc1 nc2 nc3 nc4").split())
 
 
 def to_dataset(
@@ -276,15 +282,13 @@ def load(path: str | Path) -> xr.Dataset:
 
 
 def collapsed(ds: xr.Dataset, tol: float = 1e-3) -> xr.DataArray:
-    """Per init: status ok, NC1, NC2, NC3 below ``tol`` and NC4 = 0 at the last saved time."""
+    """Per init: status ok and, at the last saved time, every metric of the model's target
+    geometry (:func:`target_metrics`; NC1-NC3 for a simplex ETF) below ``tol``, NC4 = 0."""
     last = ds.isel(time=-1)
-    return (
-        (ds.status == "ok")
-        & (last.nc1 < tol)
-        & (last.nc2 < tol)
-        & (last.nc3 < tol)
-        & (last.nc4 == 0)
-    )
+    out = ds.status == "ok"
+    for name in target_metrics(ds):
+        out = out & ((last[name] == 0) if name == "nc4" else (last[name] < tol))
+    return out
 
 
 def escape_time(ds: xr.Dataset, factor: float = 1e4) -> xr.DataArray:
@@ -304,6 +308,11 @@ def failures(ds: xr.Dataset) -> str:
     order = {name: i for i, name in enumerate(STATUS)}
     found.sort(key=lambda item: (-item[0], order.get(item[1], len(STATUS)), item[1]))
     return ", ".join(f"{n} {c}" for c, n in found)
+
+
+def _label(metric: str) -> str:
+    """NC1..NC4 in capitals, other metrics by name."""
+    return metric.upper() if metric.startswith("nc") and len(metric) == 3 else metric
 
 
 def summary(ds: xr.Dataset) -> str:
@@ -355,14 +364,21 @@ def summary(ds: xr.Dataset) -> str:
         add("NC2 (class means)", last.nc2_features)
         names = ()
     else:
-        names = ("nc1", "nc2", "nc3", "nc4")
+        names = target_metrics(ds)
     for name in names:
-        add(name.upper(), last[name], 0.0 if "theory_W_norm_sq" in ds.attrs else None)
+        add(_label(name), last[name], 0.0 if "theory_W_norm_sq" in ds.attrs else None)
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, width, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in width))
     lines = [*head, *lines, "", statuses]
     if "theory_margin_rate" not in ds.attrs:
-        lines.append(f"collapsed (NC1-3 < 1e-3, NC4 = 0): {float(collapsed(ds).mean()):.0%}")
+        targets = target_metrics(ds)
+        judged = [n for n in targets if n != "nc4"]
+        rule = (
+            ", ".join(map(_label, judged)) + " < 1e-3" + (", NC4 = 0" if "nc4" in targets else "")
+        )
+        if targets == ("nc1", "nc2", "nc3", "nc4"):
+            rule = "NC1-3 < 1e-3, NC4 = 0"
+        lines.append(f"collapsed ({rule}): {float(collapsed(ds).mean()):.0%}")
     lines.append(timing)
     return "\n".join(lines)

@@ -189,6 +189,7 @@ def _elastic(name: str, kind: str, dynamics_defaults: dict) -> ModelSpec:
         features_are_logits=True,
         gradient_system=False,
         closed_form=_closed_form,
+        targets=lambda o: ("nc1", "nc2_features"),
         geometry=lambda o: (
             "margin m(t) = m(0) exp((alpha - beta) t / K); NC1 -> 0 when alpha > beta"
         ),

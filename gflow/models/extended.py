@@ -24,6 +24,7 @@ from gflow.models.options import (
     CLASSES,
     DIM,
     NO_BIAS,
+    ORTHOGONAL_METRICS,
     PER_CLASS,
     STRUCTURE,
     WD_H,
@@ -120,5 +121,6 @@ SPEC = ModelSpec(
     ),
     build=extended_ufm,
     pinned=NO_BIAS,
+    targets=lambda o: ORTHOGONAL_METRICS,
     geometry=lambda o: "post-ReLU class means in an orthogonal frame, W2 aligned with them",
 )  # fmt: skip

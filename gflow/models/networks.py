@@ -31,6 +31,7 @@ from gflow.models.options import (
     CLASSES,
     DIM,
     NO_BIAS,
+    ORTHOGONAL_METRICS,
     PER_CLASS,
     STRUCTURE,
     WD_H,
@@ -253,6 +254,7 @@ DEEP_LINEAR = ModelSpec(
     options=(CLASSES, DIM, PER_CLASS, DEPTH, WD_W, WD_H),
     build=deep_linear,
     pinned=NO_BIAS,
+    targets=lambda o: ORTHOGONAL_METRICS,
     geometry=lambda o: "orthogonal frame at every layer, the layers balanced",
 )  # fmt: skip
 
@@ -270,6 +272,7 @@ WIDE_NET = ModelSpec(
     ),
     build=wide_net,
     pinned=NO_BIAS,
+    targets=lambda o: ORTHOGONAL_METRICS,
     check=_check_dataset,
     geometry=lambda o: "orthogonal frame of the penultimate class means (approached)",
 )  # fmt: skip

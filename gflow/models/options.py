@@ -83,6 +83,10 @@ PER_CLASS = Option(
     "n, samples per class, or a list of K counts (imbalanced)", STRUCTURE, low=1, bad=0,
 )  # fmt: skip
 WD_W = Option("wd_W", "float", 5e-3, "weight decay of the classifier W", low=0.0, bad=-0.001)
+# the metrics that vanish at a simplex ETF (with NC4: nearest-class-mean = the classifier), and
+# at an orthogonal frame with the classifier aligned to the raw class means (MSE, no bias)
+ETF_METRICS = ("nc1", "nc2", "nc3", "nc4")
+ORTHOGONAL_METRICS = ("nc1", "orthogonal_classifier", "nc3_uncentred", "nc4")
 NO_BIAS = {"bias": False, "wd_b": 0.0}  # what a model without a bias pins
 WD_H = Option("wd_H", "float", 5e-3, "weight decay of the features H", low=0.0, bad=-1.0)
 
@@ -99,6 +103,8 @@ class ModelSpec:
     applies. ``check(options)``: checks across options (raise :class:`OptionError`).
     ``closed_form(options, counts)``: the theory attributes of a results file (``theory_*``),
     {} where no closed form applies. ``geometry(options)``: the target geometry in words.
+    ``targets(options)``: the saved metrics that vanish at the target geometry (the summary
+    and :func:`gflow.results.collapsed` judge an init by them; NC1-NC4 for a simplex ETF).
     ``dynamics_defaults``: defaults of ``[dynamics]`` fields for this model.
     """
 
@@ -114,6 +120,7 @@ class ModelSpec:
     check: Callable[[Mapping[str, Any]], None] | None = None
     closed_form: Callable[[Mapping[str, Any], tuple[int, ...]], dict] | None = None
     geometry: Callable[[Mapping[str, Any]], str] | None = None
+    targets: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda o: ETF_METRICS
     dynamics_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def option(self, name: str) -> Option | None:

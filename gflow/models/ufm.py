@@ -25,6 +25,8 @@ from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars
 from gflow.models.options import (
     CLASSES,
     DIM,
+    ETF_METRICS,
+    ORTHOGONAL_METRICS,
     PER_CLASS,
     STRUCTURE,
     WD_H,
@@ -219,6 +221,7 @@ UFM_CE = ModelSpec(
     build=functools.partial(ufm, loss="ce"),
     check=_check_fixed_etf,
     closed_form=_ce_closed_form,
+    targets=lambda o: ("nc1", "nc3", "nc4") if o["classifier"] == "fixed-etf" else ETF_METRICS,
     geometry=lambda o: "features on the fixed simplex ETF" if o["classifier"] == "fixed-etf"
     else "simplex ETF (W = H = 0 beyond K sqrt(n wd_W wd_H) = 1)",
 )  # fmt: skip
@@ -230,6 +233,7 @@ UFM_MSE = ModelSpec(
     build=functools.partial(ufm, loss="mse"),
     check=_check_fixed_etf,
     closed_form=_mse_closed_form,
+    targets=lambda o: ETF_METRICS if o["bias"] else ORTHOGONAL_METRICS,
     geometry=lambda o: ("simplex ETF" if o["bias"] else "orthogonal frame")
     + " (W = H = 0 beyond K sqrt(n wd_W wd_H) = 1)",
 )  # fmt: skip
