@@ -34,8 +34,17 @@ out = "out"
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_run_and_keeps_the_finished_blocks(tmp_path, sig, status):
     (tmp_path / "long.toml").write_text(LONG)
-    command = [sys.executable, "-m", "gflow", "run", "long.toml", "--no-plots", "--quiet"]
-    proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    # `python -m gflow run ...` as from a terminal: pytest-xdist's workers ignore SIGINT and a
+    # child inherits that (Python then installs no KeyboardInterrupt handler), so the child
+    # puts Python's own handler back first
+    start = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv = ['gflow', 'run', 'long.toml', '--no-plots', '--quiet']; "
+        "runpy.run_module('gflow', run_name='__main__')"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", start], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
     parts = tmp_path / "out" / "parts"
     deadline = time.monotonic() + 300
     while not list(parts.glob("part-*.nc")) and time.monotonic() < deadline:
