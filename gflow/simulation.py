@@ -166,7 +166,8 @@ def memory_needed(cfg: Config, model: Model) -> dict[str, int]:
     together = at_once if vector <= 0 else min(vector, at_once)
     per_save = _SCALARS_PER_SAVE
     if cfg.run.save_geometry:
-        per_save += 2 * model.num_classes * (one // itemsize)  # W and the means: at most state
+        W = jax.eval_shape(lambda: model.readout(model.init(jax.random.PRNGKey(0))).W)
+        per_save += 2 * W.size  # W and the class means, each (K, d), at every save
     working = one * _WORKING_COPIES[cfg.dynamics.kind] * together
     if cfg.run.hessian == "dense":  # the P x P Hessian of every init vmapped together
         working += (one // itemsize) ** 2 * itemsize * together

@@ -21,6 +21,9 @@ def test_the_memory_estimate_counts_states_working_copies_and_saves():
     assert need["saves"] == 16 * 50 * 40 * 8
     # a flow keeps 12 copies of each init of its vector (up to 16 kB of state: 8 inits here)
     assert need["working"] == 12 * one * 8
+    cfg, model = build({"run": {"precision": "float64", "save_geometry": True}})
+    # W and the class means, (4, 8) each, at every save beside the scalars
+    assert simulation.memory_needed(cfg, model)["saves"] == 16 * 50 * (40 + 2 * 32) * 8
 
 
 def test_too_many_inits_are_refused_with_a_chunk_that_fits():
