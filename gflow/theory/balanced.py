@@ -1,4 +1,4 @@
-"""Closed-form solutions the simulations are checked against.
+"""Closed forms of the balanced seed models (the papers gflow started from).
 
 - simplex ETF: K unit vectors with pairwise cosine -1/(K-1); Gram (K/(K-1)) (I - 11^T/K).
 - UFM-CE optimum (Zhu et al. 2021): with c = sqrt(lam_W / (n lam_H)) and K sqrt(n lam_W lam_H) < 1,
