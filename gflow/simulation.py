@@ -169,6 +169,10 @@ def memory_needed(cfg: Config, model: Model) -> dict[str, int]:
         W = jax.eval_shape(lambda: model.readout(model.init(jax.random.PRNGKey(0))).W)
         per_save += 2 * W.size  # W and the class means, each (K, d), at every save
     working = one * _WORKING_COPIES[cfg.dynamics.kind] * together
+    if batch.observes_after(
+        cfg.dynamics, (vector if vector > 0 else count) * cfg.dynamics.saves * one
+    ):
+        working += together * cfg.dynamics.saves * one  # the states saved for observing after
     if cfg.run.hessian == "dense":  # the P x P Hessian of every init vmapped together
         working += (one // itemsize) ** 2 * itemsize * together
     return {
@@ -334,7 +338,8 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
     dtype = set_precision(first.run.precision)
     mesh = distributed.local_mesh() if first.run.shard else None
     devices = 1 if mesh is None else mesh.size
-    vector = vector_width(first.dynamics, first.run.vector_width, state_bytes=state_bytes(model))
+    one = state_bytes(model)
+    vector = vector_width(first.dynamics, first.run.vector_width, state_bytes=one)
     # a vector's width follows from the config alone, never from the devices, the chunking or
     # the batching: XLA's CPU code for a vmap of 3 rounds differently from one of 2, and the
     # same config must give the same bits however it is split (padding costs a vector a device)
@@ -343,6 +348,9 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
     widest = max(sum(hi - lo for _, lo, hi in segments) for segments in batches)
     width = -(-widest // unit) * unit
     place = (lambda t: distributed.shard_inits(t, mesh)) if mesh else (lambda t: t)
+    # from the config alone (not the chunking or the devices), like the vector's width
+    together = vector if vector else first.init.count
+    after = batch.observes_after(first.dynamics, together * first.dynamics.saves * one)
     program = (
         key,
         jnp.dtype(dtype).name,
@@ -351,6 +359,7 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
         width,
         progress,
         first.run.matmul_precision,
+        after,
     )
     compiled = _PROGRAMS.get(program)
     for number, segments in enumerate(batches, start=1):
@@ -379,6 +388,7 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
                 batch.batch_solve(
                     first.dynamics, progress and (steps_meter or not vector),
                     first.run.hessian, first.run.hessian_iters, first.run.save_geometry,
+                    after,
                 ),
                 vector, progress and not steps_meter,
             )  # fmt: skip

@@ -19,8 +19,9 @@ def test_the_memory_estimate_counts_states_working_copies_and_saves():
     one = 8 * (20 * 8 + 4 * 8 + 4)  # H (20, 8), W (4, 8), b (4,) in float64
     assert need["state"] == 3 * one * 16
     assert need["saves"] == 16 * 50 * 40 * 8
-    # a flow keeps 12 copies of each init of its vector (up to 16 kB of state: 8 inits here)
-    assert need["working"] == 12 * one * 8
+    # a flow keeps 12 copies of each init of its vector (up to 16 kB of state: 8 inits here),
+    # and the 50 saved states of each, observed after the solve
+    assert need["working"] == 12 * one * 8 + 50 * one * 8
     cfg, model = build({"run": {"precision": "float64", "save_geometry": True}})
     # W and the class means, (4, 8) each, at every save beside the scalars
     assert simulation.memory_needed(cfg, model)["saves"] == 16 * 50 * (40 + 2 * 32) * 8

@@ -42,9 +42,11 @@ def noisy_gradient_flow(
     max_steps: int = 100_000,
     progress: bool = False,
     drift: Callable | None = None,
+    observe_after: bool = False,
 ) -> Trajectory:
     """Solve the SDE from ``params0`` over [0, save_ts[-1]] with fixed steps ``dt0``; the drift
-    is -grad ``loss`` unless ``drift`` is given."""
+    is -grad ``loss`` unless ``drift`` is given (``observe_after``: see
+    :func:`gflow.dynamics.flow.integrate`)."""
     dtype = state_dtype(params0)
     flat0, unravel = ravel_pytree(params0)
     save_ts = jnp.asarray(save_ts, dtype)
@@ -73,5 +75,6 @@ def noisy_gradient_flow(
         max_steps=max_steps,
         progress=progress,
         nan_probe=flat_move,
+        observe_after=observe_after,
     )
     return traj._replace(final=unravel(traj.final))
