@@ -44,7 +44,10 @@ out = "runs/demo"
 
 
 EVERY_INIT_FAILED = 3  # the exit status of a run or demo none of whose inits is "ok"
-EXIT_CODES = "exit codes: 0 success, 1 failure, 2 bad input, 3 every init failed (results written)"
+EXIT_CODES = (
+    "exit codes: 0 success, 1 failure, 2 bad input, 3 every init failed (results written; a "
+    "sweep: of every point)"
+)
 
 
 class _VersionAction(argparse.Action):
@@ -213,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
             index = sweep.run(
                 args.config, args.out, not args.quiet, args.overwrite, tuple(args.overrides)
             )
-            print(sweep.open_index(index.parent).load())
+            table = sweep.open_index(index.parent).load()
+            print(table)
             print(f"index: {index}")
+            if not (table.ok_fraction > 0).any():
+                print(f"gflow: every init of every point failed; see {index}", file=sys.stderr)
+                return EVERY_INIT_FAILED
         elif args.command == "bench":
             _bench(args.inits, args.steps, args.out)
         elif args.command == "plot":

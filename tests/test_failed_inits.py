@@ -170,3 +170,13 @@ def test_run_where_every_init_diverges_exits_3_and_writes_results(tmp_path, caps
     loss = ds.loss.values
     assert np.all(loss[:, 1] > 10 * loss[:, 0]) and np.all(np.isnan(loss[:, -1]))
     assert np.all(np.isnan(ds.nc4.values[:, -1]))
+
+
+def test_sweep_where_every_point_diverges_exits_3(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    swept = ALL_DIVERGE.replace("lr = 1000.0", "lr = [1000.0, 2000.0]")
+    config.write_text(swept.format(out=tmp_path / "out"))
+    assert cli.main(["sweep", str(config), "--quiet"]) == cli.EVERY_INIT_FAILED
+    assert "every init of every point failed" in capsys.readouterr().err
+    index = xr.open_dataset(tmp_path / "out" / "index.nc")
+    assert list(index.ok_fraction.values) == [0.0, 0.0]
