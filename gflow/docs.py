@@ -51,10 +51,17 @@ def _model_option_docs() -> dict[str, str]:
             if (s_opt := spec.option(name)) is not None and s_opt.default != option.default
         }
         other = "; ".join(f"{s} {_toml(v)}" for s, v in defaults.items())
+        ranges = {
+            s: text
+            for s, spec in registry.SPECS.items()
+            if (s_opt := spec.option(name)) is not None and (text := s_opt.range_text()) != span
+        }
+        own = "; ".join(f"{s} {text}" for s, text in ranges.items())
         docs[name] = (
             f"{where}{option.doc}"
             + (f" ({span})" if span and not option.choices else "")
             + (f": {span}" if option.choices else "")
+            + (f"; range {own}" if own else "")
             + (f"; default {other}" if other else "")
         )
     return docs

@@ -31,6 +31,13 @@ _MEDIAN = "#1f4e79"
 _THEORY = "#c0392b"
 
 
+def _margin_label(ds) -> str:
+    """The max normalized margin's closed form: balanced, or SELI's for imbalanced classes."""
+    if "theory_seli_nuclear_norm" in ds.attrs:
+        return r"$1/\|\hat Z\|_*$ (SELI)"
+    return r"$1/(\sqrt{n}(K-1))$"
+
+
 def band(ax, time, values, label=None, logy=True, logx=True, color=_MEDIAN):
     """Draw on ``ax`` the median across inits of ``values`` (init, time) against ``time``, with
     its 10-90% quantile band; log axes where asked (time 0 and non-positive values dropped)."""
@@ -86,7 +93,7 @@ def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
         ax = axes[1, 2]
         if "theory_normalized_margin" in ds.attrs:  # ULPM: the margin is what converges
             band(ax, time, ds.normalized_margin, logy=False)
-            reference, ref_label = ds.attrs["theory_normalized_margin"], r"$1/(\sqrt{n}(K-1))$"
+            reference, ref_label = ds.attrs["theory_normalized_margin"], _margin_label(ds)
             ax.set_title("normalized margin")
             ax.set_ylabel(r"$\gamma$")
         else:
@@ -223,7 +230,7 @@ def plot_margin(ds: xr.Dataset) -> plt.Figure:
         band(left, time, ds.normalized_margin, logy=False)
         if "theory_normalized_margin" in ds.attrs:
             left.axhline(ds.attrs["theory_normalized_margin"], color=_THEORY, ls="--", lw=1.2,
-                         label=r"$\gamma^\star = 1/(\sqrt{n}(K-1))$")  # fmt: skip
+                         label=r"$\gamma^\star = $" + _margin_label(ds))  # fmt: skip
         left.set_ylabel(r"normalized margin $\gamma$")
         left.set_title("margin / (||W||²/2 + ||H||²/2)")
         left.legend(frameon=False, fontsize=8)

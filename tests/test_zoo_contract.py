@@ -15,19 +15,24 @@ TINY = {
     "extended-ufm": {"classes": 3, "dim": 3, "per_class": 2, "hidden": 5},
     "deep-linear": {"classes": 3, "dim": 4, "per_class": 2, "depth": 2},
     "wide-net": {"classes": 3, "per_class": 3, "width": 6, "depth": 2},
+    "deep-ufm": {"classes": 3, "dim": 4, "per_class": 2, "depth": 2, "activation": "relu"},
     "le-ode": {"classes": 3, "per_class": 2},
     "le-sde": {"classes": 3, "per_class": 2},
+    "ufm-sphere": {"classes": 4, "dim": 2, "per_class": 2},
 }
 DYNAMICS = {  # the LE models follow a drift: an ODE and an SDE instead of gd
     "le-ode": {"kind": "flow", "t1": 2.0, "saves": 4},
     "le-sde": {"kind": "sde", "t1": 1.0, "dt0": 0.01, "noise": 0.01, "saves": 4},
 }
 EXTRA = {
+    "ulpm": ("seli_distance",),
     "extended-ufm": ("nc1_pre", "nc2_pre", "nc1_free"),
     "deep-linear": ("balancedness", "condition_number", "train_error", "train_mse"),
     "wide-net": ("balancedness", "condition_number", "train_error", "train_mse"),
+    "deep-ufm": ("nc1_layer1", "nc3_layer0", "sv2_layer1", "class_mean_rank", "balancedness"),
     "le-ode": ("mean_margin", "within_variance", "between_variance"),
     "le-sde": ("mean_margin", "within_variance", "between_variance"),
+    "ufm-sphere": ("min_angle", "feature_classifier_cosine", "radius_sq"),
 }
 
 

@@ -17,10 +17,12 @@ from gflow.models.base import (
     split_hyperparameters,
     stack_hyperparameters,
 )
+from gflow.models.deep import DeepUFM, deep_ufm
 from gflow.models.elastic import LocallyElastic, le_ode, le_sde, locally_elastic
 from gflow.models.extended import ExtendedUFM, extended_ufm
 from gflow.models.networks import DeepLinear, WideNet, deep_linear, wide_net
 from gflow.models.options import ModelSpec, Option, OptionError
+from gflow.models.sphere import SphereUFM, ufm_sphere
 from gflow.models.ufm import UFM, ufm, ufm_ce, ufm_mse
 from gflow.models.ulpm import ULPM, ulpm
 
@@ -38,6 +40,7 @@ def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) ->
 
 __all__ = [
     "DeepLinear",
+    "DeepUFM",
     "ExtendedUFM",
     "LocallyElastic",
     "Model",
@@ -46,6 +49,7 @@ __all__ = [
     "OptionError",
     "UFM",
     "ULPM",
+    "SphereUFM",
     "WideNet",
     "hyperparameters",
     "split_hyperparameters",
@@ -54,6 +58,7 @@ __all__ = [
     "class_labels",
     "cross_entropy",
     "deep_linear",
+    "deep_ufm",
     "wide_net",
     "extended_ufm",
     "from_config",
@@ -64,5 +69,6 @@ __all__ = [
     "ufm",
     "ufm_ce",
     "ufm_mse",
+    "ufm_sphere",
     "ulpm",
 ]

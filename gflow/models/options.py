@@ -88,6 +88,16 @@ WD_W = Option("wd_W", "float", 5e-3, "weight decay of the classifier W", low=0.0
 ETF_METRICS = ("nc1", "nc2", "nc3", "nc4")
 ORTHOGONAL_METRICS = ("nc1", "orthogonal_classifier", "nc3_uncentred", "nc4")
 NO_BIAS = {"bias": False, "wd_b": 0.0}  # what a model without a bias pins
+# imbalanced classes collapse (NC1) without forming an ETF or an equal-norm orthogonal frame
+IMBALANCED_METRICS = ("nc1",)
+
+
+def imbalanced(options: Mapping[str, Any]) -> bool:
+    """Whether ``per_class`` lists counts that differ."""
+    counts = options["per_class"]
+    return not isinstance(counts, int) and len(set(counts)) > 1
+
+
 WD_H = Option("wd_H", "float", 5e-3, "weight decay of the features H", low=0.0, bad=-1.0)
 
 

@@ -7,7 +7,7 @@ and the README's option tables follow from the declaration.
 
 from __future__ import annotations
 
-from gflow.models import elastic, extended, networks, ufm, ulpm
+from gflow.models import deep, elastic, extended, networks, sphere, ufm, ulpm
 from gflow.models.options import ModelSpec, Option
 
 SPECS: dict[str, ModelSpec] = {
@@ -19,8 +19,10 @@ SPECS: dict[str, ModelSpec] = {
         extended.SPEC,
         networks.DEEP_LINEAR,
         networks.WIDE_NET,
+        deep.SPEC,
         elastic.LE_ODE,
         elastic.LE_SDE,
+        sphere.SPEC,
     )
 }
 MODEL_NAMES = tuple(SPECS)

@@ -26,6 +26,7 @@ from gflow.models.options import (
     CLASSES,
     DIM,
     ETF_METRICS,
+    IMBALANCED_METRICS,
     ORTHOGONAL_METRICS,
     PER_CLASS,
     STRUCTURE,
@@ -34,6 +35,7 @@ from gflow.models.options import (
     ModelSpec,
     Option,
     OptionError,
+    imbalanced,
 )  # fmt: skip
 
 LOSSES = ("ce", "mse")
@@ -175,11 +177,50 @@ def _balanced(counts: tuple[int, ...]) -> int | None:
     return counts[0] if len(set(counts)) == 1 else None
 
 
+def seli_attrs(o, counts) -> dict:
+    """Unregularized CE without bias, imbalanced, d >= K - 1 (the ULPM): SELI's max normalized
+    margin 1/||Zhat||_* and ||Zhat||_*, Zhat = Y - 11^T/K (Thrampoulidis et al. 2022)."""
+    if _balanced(counts) is not None or o["wd_W"] != 0 or o["wd_H"] != 0:
+        return {}
+    if o["dim"] < o["classes"] - 1:
+        return {}
+    geometry = theory.seli(counts)
+    return {
+        "theory_normalized_margin": geometry.margin,
+        "theory_seli_nuclear_norm": geometry.nuclear_norm,
+    }
+
+
+def ce_imbalanced_attrs(o, counts) -> dict:
+    """Imbalanced, learned W: without weight decay or bias SELI (:func:`seli_attrs`); with
+    wd_W, wd_H > 0 and d >= K the optimum of the convex reduction (``theory_loss``) and, where
+    the smallest count is shared by several classes, the sqrt(wd_W wd_H) at which they merge
+    (``theory_minority_merge_wd`` = sqrt(n_B)/N) and whether they do (0/1,
+    ``theory_minority_merged``)."""
+    if o["classifier"] != "learned":
+        return {}
+    if o["wd_W"] == 0 and o["wd_H"] == 0:
+        return {} if o["bias"] else seli_attrs(o, counts)
+    if o["wd_W"] <= 0 or o["wd_H"] <= 0 or o["dim"] < o["classes"]:
+        return {}
+    attrs = {}
+    opt = theory.ufm_ce_imbalanced_optimum(counts, o["wd_W"], o["wd_H"], o["wd_b"], o["bias"],
+                                           max_iter=20_000)  # fmt: skip
+    if opt.converged:
+        attrs["theory_loss"] = opt.loss
+    if counts.count(min(counts)) >= 2:
+        threshold = theory.minority_merge_threshold(counts)
+        attrs["theory_minority_merge_wd"] = threshold
+        attrs["theory_minority_merged"] = int((o["wd_W"] * o["wd_H"]) ** 0.5 >= threshold)
+    return attrs
+
+
 def _ce_closed_form(o, counts) -> dict:
-    """Zhu et al. 2021 (learned W, d >= K - 1) or the fixed-ETF optimum over H and b."""
+    """Zhu et al. 2021 (learned W, d >= K - 1) or the fixed-ETF optimum over H and b;
+    imbalanced, :func:`ce_imbalanced_attrs`."""
     n, K = _balanced(counts), o["classes"]
     if n is None:
-        return {}
+        return ce_imbalanced_attrs(o, counts)
     if o["classifier"] == "fixed-etf":
         if o["wd_H"] > 0 and (o["wd_b"] > 0 or not o["bias"]):
             opt = theory.ufm_ce_fixed_etf_optimum(K, n, o["wd_H"], o["classifier_norm"])
@@ -191,11 +232,31 @@ def _ce_closed_form(o, counts) -> dict:
     return _optimum_attrs(opt, opt.rho)
 
 
+def _mse_imbalanced_closed_form(o, counts) -> dict:
+    """Dang et al. 2023, no bias, d >= K: per class k (lists of K values) the singular value
+    sigma_k = (sqrt(n_k) - N sqrt(wd_W wd_H))_+ (``theory_sigma``), ||w_k||^2 and ||mu_k||^2
+    (``theory_W_row_norm_sq``, ``theory_mean_norm_sq``), whether it lives (``theory_alive``,
+    0/1) and the sqrt(wd_W wd_H) = sqrt(n_k)/N at which it dies (``theory_death_wd``)."""
+    opt = theory.ufm_mse_imbalanced_optimum(counts, o["wd_W"], o["wd_H"])
+    return {
+        "theory_loss": opt.loss,
+        "theory_sigma": [float(v) for v in opt.sigma],
+        "theory_W_row_norm_sq": [float(v) for v in opt.W_gram.diagonal()],
+        "theory_mean_norm_sq": [float(v) for v in opt.means_gram.diagonal()],
+        "theory_alive": [int(v) for v in opt.alive],
+        "theory_death_wd": [float(v) for v in opt.critical_c],
+    }
+
+
 def _mse_closed_form(o, counts) -> dict:
-    """Tirer & Bruna 2022: d >= K, the bias (if any) unregularized."""
+    """Tirer & Bruna 2022: d >= K, the bias (if any) unregularized; imbalanced without bias,
+    :func:`_mse_imbalanced_closed_form`."""
     n, K = _balanced(counts), o["classes"]
-    if n is None or o["classifier"] != "learned" or o["wd_W"] <= 0 or o["wd_H"] <= 0:
+    if o["classifier"] != "learned" or o["wd_W"] <= 0 or o["wd_H"] <= 0:
         return {}
+    if n is None:
+        ok = o["dim"] >= K and not o["bias"]
+        return _mse_imbalanced_closed_form(o, counts) if ok else {}
     if o["dim"] < K or (o["wd_b"] != 0 and o["bias"]):
         return {}
     opt = theory.ufm_mse_optimum(K, n, o["wd_W"], o["wd_H"], o["bias"])
@@ -221,8 +282,11 @@ UFM_CE = ModelSpec(
     build=functools.partial(ufm, loss="ce"),
     check=_check_fixed_etf,
     closed_form=_ce_closed_form,
-    targets=lambda o: ("nc1", "nc3", "nc4") if o["classifier"] == "fixed-etf" else ETF_METRICS,
+    targets=lambda o: ("nc1", "nc3", "nc4") if o["classifier"] == "fixed-etf"
+    else IMBALANCED_METRICS if imbalanced(o) else ETF_METRICS,
     geometry=lambda o: "features on the fixed simplex ETF" if o["classifier"] == "fixed-etf"
+    else "imbalanced: collapsed features, equal-size minorities merge where sqrt(n_B)/N <= "
+    "sqrt(wd_W wd_H); SELI in direction without weight decay" if imbalanced(o)
     else "simplex ETF (W = H = 0 beyond K sqrt(n wd_W wd_H) = 1)",
 )  # fmt: skip
 
@@ -233,7 +297,12 @@ UFM_MSE = ModelSpec(
     build=functools.partial(ufm, loss="mse"),
     check=_check_fixed_etf,
     closed_form=_mse_closed_form,
-    targets=lambda o: ETF_METRICS if o["bias"] else ORTHOGONAL_METRICS,
-    geometry=lambda o: ("simplex ETF" if o["bias"] else "orthogonal frame")
+    targets=lambda o: IMBALANCED_METRICS if imbalanced(o)
+    else ETF_METRICS if o["bias"] else ORTHOGONAL_METRICS,
+    geometry=lambda o: "imbalanced, no bias: orthogonal classifier rows of norms^2 sqrt(wd_H/wd_W) "
+    "(sqrt(n_k) - N sqrt(wd_W wd_H))_+, class k dead where n_k <= N^2 wd_W wd_H"
+    if imbalanced(o) and not o["bias"]
+    else "imbalanced: collapsed features" if imbalanced(o)
+    else ("simplex ETF" if o["bias"] else "orthogonal frame")
     + " (W = H = 0 beyond K sqrt(n wd_W wd_H) = 1)",
 )  # fmt: skip

@@ -5,8 +5,10 @@
 No bias. Unregularized (the default) the loss only vanishes as ||(W, H)|| -> infinity and gradient
 flow converges in direction to a KKT point of  min 1/2 ||W||^2 + 1/2 ||H||^2  s.t.
 (w_{y_i} - w_j) . h_i >= 1 for all i, j != y_i; the balanced optimum has normalized margin
-1 / (sqrt(n) (K - 1)). With weight decay it is the regularized ULPM, whose critical points other
-than the collapsed minimizers are strict saddles.
+1 / (sqrt(n) (K - 1)). With imbalanced counts that KKT point is SELI (Thrampoulidis et al.,
+NeurIPS 2022): H W^T tends in direction to Zhat = Y - 11^T/K, normalized margin
+1/||Zhat||_* (:func:`gflow.theory.seli`), but only like 1/log t. With weight decay it is the
+regularized ULPM, whose critical points other than the collapsed minimizers are strict saddles.
 """
 
 from __future__ import annotations
@@ -14,21 +16,39 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
+import numpy as np
 
 from gflow import metrics, theory
-from gflow.models.options import CLASSES, DIM, NO_BIAS, PER_CLASS, WD_H, WD_W, ModelSpec
-from gflow.models.ufm import UFM, ufm
+from gflow.models.options import (
+    CLASSES,
+    DIM,
+    ETF_METRICS,
+    IMBALANCED_METRICS,
+    NO_BIAS,
+    PER_CLASS,
+    WD_H,
+    WD_W,
+    ModelSpec,
+    imbalanced,
+)  # fmt: skip
+from gflow.models.ufm import UFM, ce_imbalanced_attrs, ufm
 
 
 class ULPM(UFM):
     """The UFM-CE loss with no bias; observables add the KKT residual of the minimum-norm
     separation problem (:func:`gflow.metrics.kkt_residual`): ``kkt_residual`` and
-    ``kkt_slackness``."""
+    ``kkt_slackness``; and ``seli_distance`` = || Z/||Z||_F - Zhat/||Zhat||_F ||_F, the
+    direction distance of the logits Z = H W^T (N, K) to SELI's Zhat = Y - 11^T/K (in [0, 2];
+    balanced, Zhat is the simplex ETF's logits; unregularized it falls like 1/log t)."""
 
     def observables(self, params):
         W, H, _, labels = self.readout(params)
         residual, slackness = metrics.kkt_residual(W, H, labels, self.num_classes)
-        return {"kkt_residual": residual, "kkt_slackness": slackness}
+        target = theory.seli(self.counts).Z
+        target = jnp.asarray(target / np.linalg.norm(target), self.dtype)
+        logits = H @ W.T
+        distance = jnp.linalg.norm(logits / jnp.linalg.norm(logits) - target)
+        return {"kkt_residual": residual, "kkt_slackness": slackness, "seli_distance": distance}
 
 
 def ulpm(
@@ -50,10 +70,12 @@ def ulpm(
 
 def _closed_form(o, counts) -> dict:
     """Unregularized: the max-margin limit 1/(sqrt(n)(K-1)) of the normalized margin (Ji et
-    al. 2022). Regularized: the UFM-CE optimum (Zhu et al. 2021; its bias is 0 there anyway)."""
+    al. 2022). Regularized: the UFM-CE optimum (Zhu et al. 2021; its bias is 0 there anyway).
+    Imbalanced: those of UFM-CE without bias (SELI's 1/||Zhat||_* unregularized, the convex
+    reduction's optimum and the minority merge regularized; :mod:`gflow.models.ufm`)."""
     n, K = (counts[0], o["classes"]) if len(set(counts)) == 1 else (None, None)
     if n is None:
-        return {}
+        return ce_imbalanced_attrs({**o, **NO_BIAS, "classifier": "learned"}, counts)
     if o["wd_W"] == 0 and o["wd_H"] == 0:
         return {"theory_normalized_margin": theory.ulpm_max_margin(K, n)}
     if o["wd_W"] <= 0 or o["wd_H"] <= 0 or o["dim"] < K - 1:
@@ -76,7 +98,11 @@ SPEC = ModelSpec(
     pinned=NO_BIAS,
     loss_tends_to_zero=lambda o: o["wd_W"] == 0 and o["wd_H"] == 0,
     closed_form=_closed_form,
-    geometry=lambda o: "KKT point of the min-norm separation problem (a simplex ETF when "
-    "balanced)" if o["wd_W"] == 0 and o["wd_H"] == 0 else "simplex ETF (a strict-saddle "
-    "landscape)",
+    targets=lambda o: IMBALANCED_METRICS if imbalanced(o) else ETF_METRICS,
+    geometry=lambda o: ("imbalanced: collapsed features, equal-size minorities merge where "
+    "sqrt(n_B)/N <= sqrt(wd_W wd_H)" if imbalanced(o) else "simplex ETF (a strict-saddle "
+    "landscape)") if o["wd_W"] or o["wd_H"]
+    else "KKT point of the min-norm separation problem: SELI, H W^T -> Y - 11^T/K in direction "
+    "(seli_distance)" if imbalanced(o)
+    else "KKT point of the min-norm separation problem (a simplex ETF when balanced)",
 )  # fmt: skip

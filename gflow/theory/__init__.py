@@ -2,6 +2,11 @@
 
 - :mod:`gflow.theory.balanced`: the seed papers' balanced optima (simplex ETF, UFM-CE and
   UFM-MSE optima, the ULPM max margin, the fixed-ETF optimum, the layer-peeled elastic rates).
+- :mod:`gflow.theory.imbalanced`: SELI (unregularized CE, imbalanced), the imbalanced UFM-MSE
+  optimum and its class deaths, the CE minority merge and its convex reduction.
+- :mod:`gflow.theory.deep`: deep linear UFM candidates (simplex ETF, regular polygon,
+  octahedron) and the deep MSE optimum.
+- :mod:`gflow.theory.sphere`: normalized features and classifier (ETF, K-gon, octahedron).
 
 Every function here is plain NumPy/SciPy in float64 and names its source in its docstring.
 """
@@ -20,6 +25,34 @@ from gflow.theory.balanced import (
     ufm_mse_optimum,
     ulpm_max_margin,
 )
+from gflow.theory.deep import (
+    Candidate,
+    balanced_factors,
+    candidate_logits,
+    deep_ce_candidates,
+    deep_ce_optimum,
+    deep_mse_optimum,
+    nearest_candidate,
+    numerical_rank,
+)
+from gflow.theory.imbalanced import (
+    SELI,
+    UFMCEImbalancedOptimum,
+    UFMMSEImbalancedOptimum,
+    minority_merge_threshold,
+    seli,
+    seli_distance,
+    ufm_ce_imbalanced_optimum,
+    ufm_mse_imbalanced_optimum,
+)
+from gflow.theory.sphere import (
+    SphereOptimum,
+    sphere_etf_loss,
+    sphere_min_angle,
+    sphere_octahedron_loss,
+    sphere_optimum,
+    sphere_polygon_loss,
+)
 
 __all__ = [
     "FixedETFOptimum",
@@ -34,4 +67,26 @@ __all__ = [
     "ufm_ce_optimum",
     "ufm_mse_optimum",
     "ulpm_max_margin",
+    "Candidate",
+    "balanced_factors",
+    "candidate_logits",
+    "deep_ce_candidates",
+    "deep_ce_optimum",
+    "deep_mse_optimum",
+    "nearest_candidate",
+    "numerical_rank",
+    "SELI",
+    "UFMCEImbalancedOptimum",
+    "UFMMSEImbalancedOptimum",
+    "minority_merge_threshold",
+    "seli",
+    "seli_distance",
+    "ufm_ce_imbalanced_optimum",
+    "ufm_mse_imbalanced_optimum",
+    "SphereOptimum",
+    "sphere_etf_loss",
+    "sphere_min_angle",
+    "sphere_octahedron_loss",
+    "sphere_optimum",
+    "sphere_polygon_loss",
 ]
