@@ -121,8 +121,8 @@ DOCS = {
         "seed": "seed of the init keys (and of the Brownian paths)",
         "scale": "entries i.i.d. scale * N(0, 1)",
         "from_file": "optional: an .npz of the parameters by name (the layout of the model, "
-        "e.g. H, W, b), with or without a leading init axis; a relative path is from the "
-        "config file's folder, ~ is expanded",
+        "e.g. H, W, b), with or without a leading init axis, or a results.nc (its initial "
+        "parameters); a relative path is from the config file's folder, ~ is expanded",
     },
     "run": {
         "precision": "float32 | float64",
@@ -399,7 +399,7 @@ def validate(cfg: Config) -> None:
     _at_least("init.seed", i.seed, 0)
     _at_least("init.scale", i.scale, 0.0)
     if i.from_file is not None:
-        readable_file("init.from", Path(i.from_file).expanduser(), "an .npz file")
+        readable_file("init.from", Path(i.from_file).expanduser(), "an .npz or results.nc file")
 
     _one_of("run.precision", r.precision, PRECISIONS)
     _one_of("run.hessian", r.hessian, HESSIAN_METHODS)

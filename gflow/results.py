@@ -27,7 +27,8 @@ from gflow import config as config_mod
 from gflow.config import Config, ConfigError
 from gflow.dynamics.trajectory import STATUS, Trajectory
 from gflow.models import registry
-from gflow.models.base import Model
+from gflow.models.base import Model, named_leaves
+from gflow.variables import attributes
 
 TRAJECTORY_VARS = ("loss", "nc1", "nc2", "nc3", "nc4")
 
@@ -89,9 +90,12 @@ def to_dataset(
     compile_seconds: float,
     run_seconds: float,
     inits: np.ndarray | None = None,
+    initial=None,
 ) -> xr.Dataset:
     """Build the results Dataset from a batched trajectory (leading axis: init); ``inits`` are
-    the init indices it holds (default 0..count-1)."""
+    the init indices it holds (default 0..count-1); ``initial`` the initial parameters (a
+    pytree, leading axis init), saved as ``initial_<name>`` so that ``init.from`` can start
+    from them again. Every variable has CF ``long_name`` and ``units``."""
     traj = jax.tree.map(np.asarray, traj)
     W, H, b, labels = jax.vmap(model.readout)(traj.final)
     count = np.asarray(W).shape[0]
@@ -112,17 +116,35 @@ def to_dataset(
             {"long_name": "time of the final state (t1, or where the run stopped)"},
         ),
     )
-    time_name = "step" if cfg.dynamics.kind == "gd" else "flow time"  # sde: flow time too
+    if initial is not None:
+        data.update(_initial_variables(initial, model))
+    gd = cfg.dynamics.kind == "gd"
+    time_name = "step" if gd else "flow time"  # sde: flow time too
     coords = {
-        "init": np.arange(count) if inits is None else np.asarray(inits),
-        "time": ("time", times, {"long_name": time_name}),
-        "class": np.arange(model.num_classes),
-        "feature": np.arange(model.dim),
-        "sample": np.arange(len(model.labels)),
-        "class_count": (("class",), np.asarray(model.counts)),
+        "init": (
+            "init",
+            np.arange(count) if inits is None else np.asarray(inits),
+            {"long_name": "initialization"},
+        ),
+        "time": ("time", times, {"long_name": time_name, "units": "1"}),
+        "class": ("class", np.arange(model.num_classes), {"long_name": "class index"}),
+        "feature": ("feature", np.arange(model.dim), {"long_name": "feature coordinate"}),
+        "sample": ("sample", np.arange(len(model.labels)), {"long_name": "sample, by class"}),
+        "class_count": (("class",), np.asarray(model.counts), attributes("class_count")),
     }
+    if gd and cfg.dynamics.optimizer == "sgd":  # plain GD follows the flow at time lr * step
+        coords["flow_time"] = (
+            "time", cfg.dynamics.lr * np.asarray(times, float),
+            {"long_name": "lr x step: the gradient-flow time plain GD approximates", "units": "1"},
+        )  # fmt: skip
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     attrs = {
         "title": f"gflow {cfg.model.name} {cfg.dynamics.kind}",
+        "Conventions": "CF-1.10",
+        "source": f"gflow {_provenance()['gflow_version']}"
+        + (f" (git {_provenance()['git_revision']})" if _provenance()["git_revision"] else ""),
+        "history": f"{created}: {command_line()}",
+        "command_line": command_line(),
         "config": config_mod.dumps(cfg),
         **_provenance(),
         "device": device_description(),
@@ -130,10 +152,52 @@ def to_dataset(
         "precision": cfg.run.precision,
         "compile_seconds": float(compile_seconds),
         "run_seconds": float(run_seconds),
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "created": created,
+        **_runtime(),
         **theory_attrs(model, cfg),
     }
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    for name, var in ds.data_vars.items():
+        var.attrs = {**attributes(str(name)), **var.attrs}
+    return ds
+
+
+def command_line() -> str:
+    """This process's command line (e.g. ``gflow run c.toml``; a notebook's kernel shows as
+    the Python it runs)."""
+    return (
+        " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
+    )
+
+
+def _runtime() -> dict[str, str]:
+    """The JAX/XLA set-up that can change the bits: environment variables and PRNG settings."""
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(("XLA_", "JAX_", "EQX_"))}
+    return {
+        "environment": " ".join(f"{k}={v}" for k, v in env.items()) or "(none set)",
+        "prng": f"{jax.config.jax_default_prng_impl}, threefry_partitionable="
+        f"{jax.config.jax_threefry_partitionable}",
+    }
+
+
+def _initial_variables(initial, model: Model) -> dict:
+    """``initial_<name>`` per parameter (its dims named like the final state's where the shapes
+    match: W (class, feature), H (sample, feature), b (class); else ``<name>_axis<j>``)."""
+    known = {
+        (model.num_classes, model.dim): ("class", "feature"),
+        (model.num_samples, model.dim): ("sample", "feature"),
+        (model.num_classes,): ("class",),
+    }
+    out = {}
+    for name, leaf in named_leaves(initial).items():
+        values = np.asarray(leaf)
+        var = "initial_" + name.replace("/", "_")
+        shape = values.shape[1:]
+        dims = known.get(shape) if name in ("W", "H", "b") else None
+        if dims is None:
+            dims = tuple(f"{var}_axis{j}" for j in range(len(shape)))
+        out[var] = (("init", *dims), values, {"parameter": name})
+    return out
 
 
 def _umask_mode() -> int:

@@ -26,7 +26,7 @@ from gflow.batch import noise_keys, save_grid, state_bytes, vector_width, vector
 from gflow.config import Config, ConfigError
 from gflow.hessian import DENSE_LIMIT, num_params
 from gflow.models import registry
-from gflow.models.base import Model
+from gflow.models.base import Model, named_leaves
 from gflow.progress import METER
 
 
@@ -71,28 +71,40 @@ def parameter_layout(model: Model) -> dict[str, tuple[int, ...]]:
     the parameter pytree joined by "/" (``W``, ``H``, ``b``; ``H1``, ``W1``, ``W2``;
     ``linear/0``, ...), each with its shape (from ``jax.eval_shape(model.init)``)."""
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    return {
-        _path_name(path): tuple(leaf.shape)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]
-    }
+    return {name: tuple(leaf.shape) for name, leaf in named_leaves(shapes).items()}
 
 
-def _path_name(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
-def load_initial_params(path: str | Path, model: Model, count: int, dtype):
-    """Read the model's parameters (:func:`parameter_layout`) from an .npz, with or without a
-    leading init axis, checking names and shapes; a missing bias ``b`` starts at 0."""
-    layout = parameter_layout(model)
-    names = ", ".join(layout)
+def _read_parameters(path: Path, names: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, or the initial parameters (``initial_*``) of a gflow results
+    file, by parameter name."""
+    if path.suffix == ".nc":
+        try:
+            with xr.open_dataset(path, engine="netcdf4") as ds:
+                return {
+                    v.attrs["parameter"]: v.values
+                    for v in ds.data_vars.values()
+                    if "parameter" in v.attrs
+                }
+        except Exception as err:  # noqa: BLE001 -- any unreadable file is a config problem
+            raise ConfigError(
+                f"init.from: {path} is not a gflow results file ({type(err).__name__})"
+            ) from None
     try:
-        arrays = dict(np.load(Path(path).expanduser()))  # allow_pickle off: no code runs
+        return dict(np.load(path))  # allow_pickle off: no code runs
     except Exception as err:  # noqa: BLE001 -- any unreadable file is a config problem
         raise ConfigError(
             f"init.from: {path} is not an .npz of arrays {names} (numpy.savez; "
             f"{type(err).__name__})"
         ) from None
+
+
+def load_initial_params(path: str | Path, model: Model, count: int, dtype):
+    """Read the model's parameters (:func:`parameter_layout`) from an .npz, with or without a
+    leading init axis, or from a results.nc (its saved initial parameters: the same start
+    again), checking names and shapes; a missing bias ``b`` starts at 0."""
+    layout = parameter_layout(model)
+    names = ", ".join(layout)
+    arrays = _read_parameters(Path(path).expanduser(), names)
     leaves = []
     for name, shape in layout.items():
         if name not in arrays:
@@ -423,13 +435,16 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
             )
         out, offset = [], 0
         share = run_seconds / len(segments)
-        for (cfg, lo, hi), (_, _, _, _, _, seg_model, times) in zip(segments, built, strict=True):
+        for (cfg, lo, hi), (_, _, _, params0, _, seg_model, times) in zip(
+            segments, built, strict=True
+        ):
             size = hi - lo
             part = jax.tree.map(lambda x, a=offset, b=offset + size: x[a:b], traj)
             offset += size
             ds = results.to_dataset(
-                part, times, seg_model, cfg, compile_seconds, share, inits=np.arange(lo, hi)
-            )
+                part, times, seg_model, cfg, compile_seconds, share, inits=np.arange(lo, hi),
+                initial=params0,
+            )  # fmt: skip
             ds.attrs["batch_points"] = len(segments)
             out.append(ds)
             compile_seconds = 0.0

@@ -196,7 +196,10 @@ def _run_claimed(folder: Path, grid_axes, grid, progress: bool) -> Path:
         say(f"solve {number}/{len(groups)}: {len(group)} point(s) ({first}{more})")
         if not foldable(grid[group[0]][1]):
             (n,) = group
-            simulation.run(grid[n][1].replace(run={"out": str(folder / "points" / f"{n:04d}")}))
+            _, path = simulation.run(
+                grid[n][1].replace(run={"out": str(folder / "points" / f"{n:04d}")})
+            )
+            results.save(swept_coordinates(results.load(path), grid_axes, grid[n][0]), path)
             write_index(folder, grid_axes, grid, summaries)
             continue
         packs = batches_of(grid, group)
@@ -204,12 +207,27 @@ def _run_claimed(folder: Path, grid_axes, grid, progress: bool) -> Path:
         written = 0
         for pack, datasets in zip(packs, simulation.solve_batches(segments, progress), strict=True):
             for n, ds in zip(pack, datasets, strict=True):
+                ds = swept_coordinates(ds, grid_axes, grid[n][0])
                 results.save(ds, folder / "points" / f"{n:04d}" / "results.nc")
                 summaries[n] = _summary(ds)
             written += len(pack)
             say(f"{written}/{len(group)} point(s) of this solve written")
             write_index(folder, grid_axes, grid, summaries)
     return write_index(folder, grid_axes, grid, summaries)
+
+
+def swept_coordinates(ds: xr.Dataset, grid_axes, index) -> xr.Dataset:
+    """``ds`` with the point's swept values as scalar coordinates (named like the index's
+    dimensions), so that its file says where it sits: ``xr.open_mfdataset(files,
+    combine="nested", concat_dim=...)`` or ``preprocess=lambda d: d.expand_dims(names)`` with
+    ``combine="by_coords"`` rebuild the grid."""
+    values = {
+        name: _coordinate([grid_axes[a][i]])[0]
+        for name, a, i in zip(dimension_names(grid_axes), grid_axes, index, strict=True)
+    }
+    return ds.assign_coords(
+        {k: ((), v, {"long_name": f"swept field {k}"}) for k, v in values.items()}
+    )
 
 
 def _label(grid_axes, index) -> str:

@@ -185,7 +185,7 @@ def test_a_folder_or_an_unreadable_file_where_a_file_is_expected(tmp_path, capsy
     (tmp_path / "c.toml").write_text(CONFIG.replace("count = 2", 'count = 2\nfrom = "."'))
     assert cli.main(["run", str(tmp_path / "c.toml"), "--quiet"]) == 2
     assert capsys.readouterr().err == (
-        f"gflow: error: init.from: {tmp_path} is a folder; give an .npz file\n"
+        f"gflow: error: init.from: {tmp_path} is a folder; give an .npz or results.nc file\n"
     )
     assert cli.main(["run", str(tmp_path), "--quiet"]) == 2
     assert capsys.readouterr().err == (

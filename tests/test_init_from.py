@@ -10,15 +10,13 @@ import pytest
 
 from gflow import simulation
 from gflow.config import ConfigError
+from gflow.models.base import named_leaves
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 
 
 def _flat(params) -> dict[str, np.ndarray]:
-    return {
-        simulation._path_name(path): np.asarray(leaf)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
-    }
+    return {name: np.asarray(leaf) for name, leaf in named_leaves(params).items()}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)

@@ -95,6 +95,16 @@ class Model(eqx.Module):
         return jax.nn.one_hot(self.labels, self.num_classes, dtype=self.dtype, axis=axis)
 
 
+def named_leaves(tree) -> dict[str, Any]:
+    """The leaves of a parameter pytree by name: its keys joined by "/" (``W``, ``H``, ``b``;
+    ``linear/0``, ...), as ``init.from`` files and results' ``initial_*`` variables name them."""
+
+    def name(path) -> str:
+        return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+    return {name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def scalars(dtype, **values: float) -> dict[str, Array]:
     """Hyperparameters as 0-d arrays of ``dtype`` (leaves of the model, never constants of a
     compiled program), by name: ``Model(..., **scalars(dtype, wd_W=5e-3, init_scale=0.1))``."""
