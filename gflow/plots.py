@@ -80,16 +80,11 @@ def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
             band(ax, time, ds.loss)
             ax.set_ylabel("$L$")
             ax.set_title("loss")
-        titles = {
-            "nc1": (r"NC1 $= \mathrm{Tr}(\Sigma_W\Sigma_B^\dagger)/K$", True),
-            "nc2": ("NC2: classifier vs simplex ETF", True),
-            "nc3": ("NC3: classifier vs class means", True),
-            "nc4": ("NC4: disagreement with nearest mean", False),
-        }
-        for ax, (name, (title, logy)) in zip(axes.flat[1:5], titles.items(), strict=True):
+        for ax, name in zip(axes.flat[1:5], _metric_panels(ds), strict=True):
+            title, logy = _METRIC_TITLES.get(name, (name.replace("_", " "), True))
             band(ax, time, ds[name], logy=logy)
             ax.set_title(title)
-            ax.set_ylabel(name.upper())
+            ax.set_ylabel(name.upper() if name.startswith("nc") and len(name) == 3 else name)
         ax = axes[1, 2]
         if "theory_normalized_margin" in ds.attrs:  # ULPM: the margin is what converges
             band(ax, time, ds.normalized_margin, logy=False)
@@ -106,34 +101,222 @@ def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
         ax.legend(frameon=False, fontsize=8)
         for ax in axes[1]:
             ax.set_xlabel(xlabel)
-        fig.suptitle(f"{ds.attrs.get('title', 'gflow')}: {ds.sizes['init']} initializations")
+        fig.suptitle(f"{ds.attrs.get('title', 'gflow')}{describe(ds)}: {ds.sizes['init']} "
+                     "initializations")  # fmt: skip
     return fig
+
+
+_METRIC_TITLES = {
+    "nc1": (r"NC1 $= \mathrm{Tr}(\Sigma_W\Sigma_B^\dagger)/K$", True),
+    "nc2": ("NC2: classifier vs simplex ETF", True),
+    "nc3": ("NC3: classifier vs class means", True),
+    "nc4": ("NC4: disagreement with nearest mean", False),
+    "orthogonal_classifier": ("classifier vs orthogonal frame", True),
+    "nc3_uncentred": ("classifier vs raw class means", True),
+    "nc2_features": ("NC2 of the class means", True),
+    "seli_distance": ("distance to SELI (direction of $HW^\\top$)", True),
+}
+
+
+def _metric_panels(ds: xr.Dataset) -> list[str]:
+    """Four metrics to draw: the model's targets (those that vanish at its geometry, see
+    :func:`gflow.results.target_metrics`), then NC1-NC4 to fill the panels."""
+    from gflow.results import target_metrics
+
+    names = [n for n in target_metrics(ds) if n in ds and ds[n].dims == ("init", "time")]
+    for extra in ("seli_distance", "nc1", "nc2", "nc3", "nc4"):
+        if extra in ds and extra not in names:
+            names.append(extra)
+    return names[:4]
+
+
+def _config(ds: xr.Dataset) -> dict:
+    import tomllib
+
+    try:
+        return tomllib.loads(ds.attrs.get("config", ""))
+    except tomllib.TOMLDecodeError:
+        return {}
+
+
+def describe(ds: xr.Dataset) -> str:
+    """ ", K=4, d=8, n=5, wd_W=0.005, wd_H=0.005": the sizes and hyperparameters of the model
+    a results file holds (from its config), for figure titles."""
+    model = _config(ds).get("model", {})
+    if not model:
+        return ""
+    from gflow.models import registry
+
+    counts = ds.class_count.values if "class_count" in ds else None
+    n = (
+        ""
+        if counts is None
+        else str(counts[0])
+        if len(set(counts)) == 1
+        else ",".join(map(str, counts))
+    )
+    parts = [f"K={ds.sizes.get('class', '?')}", f"d={ds.sizes.get('feature', '?')}", f"n={n}"]
+    spec = registry.SPECS.get(model.get("name"))
+    for name in spec.hyperparameters() if spec else ():
+        if name in model:
+            parts.append(f"{name}={model[name]:g}")
+    return ", " + ", ".join(parts)
+
+
+def target_gram(ds: xr.Dataset) -> tuple[str, np.ndarray] | None:
+    """The classifier Gram W W^T (unit mean diagonal) at the model's target, where it is known
+    and does not depend on how the classes are arranged: the model's declaration
+    (``ModelSpec.gram``, e.g. SELI), else the simplex ETF (NC2 a target) or the orthogonal frame
+    (``orthogonal_classifier`` a target); None otherwise."""
+    from gflow.models import registry
+    from gflow.results import target_metrics
+
+    model = _config(ds).get("model", {})
+    spec = registry.SPECS.get(model.get("name"))
+    if spec is not None and spec.gram is not None:
+        from gflow import config
+
+        options = spec.values(config.loads(ds.attrs["config"]).model)
+        known = spec.gram(options, tuple(int(c) for c in ds.class_count.values))
+        if known is not None:
+            return known
+    targets = target_metrics(ds)
+    K = ds.sizes["class"]
+    if "nc2" in targets:
+        return "simplex ETF", theory.etf_gram(K)
+    if "orthogonal_classifier" in targets:
+        return "orthogonal frame", np.eye(K)
+    return None
 
 
 def plot_gram(ds: xr.Dataset, init: int = 0) -> plt.Figure:
-    """Final W W^T (scaled to unit diagonal mean) of one init next to the simplex ETF Gram."""
+    """Final W W^T (scaled to unit diagonal mean) of one init, the target's Gram where the model
+    declares one (:func:`target_gram`), and their difference on its own scale."""
     W = ds.W.isel(init=init).values
     gram = W @ W.T
     gram = gram / np.mean(np.diag(gram)) if np.any(gram) else gram
-    return plot_matrices(
-        {rf"$WW^\top$ (init {init})": gram, "simplex ETF": theory.etf_gram(W.shape[0])},
-        label="normalized inner product",
-    )
+    matrices = {rf"$WW^\top$ (init {init})": gram}
+    target = target_gram(ds)
+    if target is not None:
+        name, reference = target
+        matrices[name] = reference / np.mean(np.diag(reference))
+    fig = plot_matrices(matrices, label="normalized inner product",
+                        difference=target is not None)  # fmt: skip
+    fig.suptitle(f"{ds.attrs.get('title', 'gflow')}{describe(ds)}", fontsize=9)
+    return fig
 
 
-def plot_matrices(matrices: dict[str, np.ndarray], label: str = "value") -> plt.Figure:
-    """Matrices side by side on one symmetric colour scale (rows and columns: classes)."""
-    lim = max(float(np.abs(m).max()) for m in matrices.values()) or 1.0
+def plot_matrices(
+    matrices: dict[str, np.ndarray], label: str = "value", difference: bool = False
+) -> plt.Figure:
+    """Matrices side by side on one colour scale centred at 0 (rows and columns: classes), so
+    that small negative entries (an ETF's -1/(K-1)) stand apart from 0; values written in the
+    cells up to K = 8. ``difference``: a last panel, first minus second, on its own scale."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    values = np.concatenate([m.ravel() for m in matrices.values()])
+    low, high = min(float(values.min()), -1e-12), max(float(values.max()), 1e-12)
+    norm = TwoSlopeNorm(vmin=low, vcenter=0.0, vmax=high)
+    panels = list(matrices.items())
+    if difference:
+        first, second = list(matrices.values())[:2]
+        panels.append(("difference", first - second))
     with plt.rc_context(_STYLE):
         fig, axes = plt.subplots(
-            1, len(matrices), figsize=(3.3 * len(matrices) + 0.8, 3.3), layout="constrained"
+            1, len(panels), figsize=(3.3 * len(panels) + 0.8, 3.4), layout="constrained"
         )
-        for ax, (title, mat) in zip(np.atleast_1d(axes), matrices.items(), strict=True):
-            im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes = np.atleast_1d(axes)
+        for k, (ax, (title, mat)) in enumerate(zip(axes, panels, strict=True)):
+            is_difference = difference and k == len(panels) - 1
+            if is_difference:
+                lim = float(np.abs(mat).max()) or 1e-16
+                im_diff = ax.imshow(mat, cmap="PuOr_r", vmin=-lim, vmax=lim)
+            else:
+                im = ax.imshow(mat, cmap="RdBu_r", norm=norm)
             ax.set_title(title)
             _class_axes(ax, len(mat))
-        fig.colorbar(im, ax=axes, shrink=0.85, label=label)
+            if len(mat) <= 8:
+                for (i, j), v in np.ndenumerate(mat):
+                    ax.text(j, i, f"{v:.2g}" if is_difference else f"{v:.2f}", ha="center",
+                            va="center", fontsize=6)  # fmt: skip
+        main_axes = axes[:-1] if difference else axes
+        fig.colorbar(im, ax=main_axes, shrink=0.85, label=label)
+        if difference:
+            fig.colorbar(im_diff, ax=axes[-1], shrink=0.85, label="difference")
     return fig
+
+
+def plot_observables(ds: xr.Dataset) -> plt.Figure | None:
+    """The model's own observables along the flow (what it adds beyond the NC metrics: the
+    Hessian's extreme eigenvalues, balancedness, per-layer NC, the smallest angle, ...), up to
+    six panels; None when it adds none."""
+    from gflow.variables import LONG_NAMES
+
+    standard = set(_STANDARD_METRICS) | set(_metric_panels(ds))
+    names = [
+        str(n) for n, v in ds.data_vars.items()
+        if v.dims == ("init", "time") and n not in standard and n != "loss"
+    ][:6]  # fmt: skip
+    if not names:
+        return None
+    time = ds.time.values.astype(float)
+    with plt.rc_context(_STYLE):
+        cols = min(3, len(names))
+        rows = -(-len(names) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows),
+                                 layout="constrained", squeeze=False)  # fmt: skip
+        for ax, name in zip(axes.flat, names, strict=False):
+            values = ds[name]
+            positive = bool(np.all(values.values[np.isfinite(values.values)] > 0))
+            band(ax, time, values, logy=positive)
+            ax.set_title(name)
+            ax.set_ylabel(LONG_NAMES.get(name, name)[:40], fontsize=7)
+            ax.set_xlabel(ds.time.attrs.get("long_name", "time"))
+        for ax in list(axes.flat)[len(names) :]:
+            ax.set_visible(False)
+        fig.suptitle(f"{ds.attrs.get('title', 'gflow')}{describe(ds)}: the model's observables")
+    return fig
+
+
+def plot_classes(ds: xr.Dataset) -> plt.Figure | None:
+    """Per class, for imbalanced classes: ||w_k||^2 and ||mu_k||^2 at the end (median over the
+    ok inits) against the closed form where the results carry one (``theory_W_row_norm_sq``,
+    ``theory_mean_norm_sq``): which classes the minority collapse shrinks or kills. None when
+    the classes are balanced."""
+    counts = ds.class_count.values
+    if len(set(counts)) == 1:
+        return None
+    ok = ds.status.values.astype(str) == "ok"
+    pick = ds.isel(init=np.flatnonzero(ok)) if ok.any() else ds
+    W, H, labels = pick.W.values, pick.H.values, pick.labels.values
+    w_sq = np.median(np.sum(W**2, axis=2), axis=0)
+    means = np.stack([H[:, labels == k].mean(axis=1) for k in range(len(counts))], axis=1)
+    mu_sq = np.median(np.sum(means**2, axis=2), axis=0)
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.0), layout="constrained")
+        x = np.arange(len(counts))
+        for ax, values, key, title in (
+            (axes[0], w_sq, "theory_W_row_norm_sq", r"$\|w_k\|^2$"),
+            (axes[1], mu_sq, "theory_mean_norm_sq", r"$\|\mu_k\|^2$"),
+        ):
+            ax.bar(x, values, color=_MEDIAN, label="simulated (median)")
+            if key in ds.attrs:
+                ax.plot(x, np.atleast_1d(ds.attrs[key]), "_", color=_THEORY, ms=18, mew=2,
+                        label="closed form")  # fmt: skip
+            ax.set_xticks(x, [f"{k}\n(n={c})" for k, c in enumerate(counts)])
+            ax.set_title(title)
+            ax.legend(frameon=False, fontsize=7)
+        fig.suptitle(f"{ds.attrs.get('title', 'gflow')}{describe(ds)}: per class")
+    return fig
+
+
+_STANDARD_METRICS = (
+    "nc1", "nc2", "nc3", "nc4", "nc1_quotient", "nc2_features", "nc3_duality", "nc3_uncentred",
+    "cdnv", "bias_relation", "orthogonal_means", "orthogonal_classifier", "equinorm_means",
+    "equinorm_classifier", "equiangular_means", "equiangular_classifier",
+    "angle_deviation_means", "angle_deviation_classifier", "margin", "normalized_margin",
+    "W_norm_sq", "H_norm_sq", "kkt_residual", "kkt_slackness",
+)  # fmt: skip
 
 
 def class_colors(num_classes: int) -> list:
@@ -275,12 +458,17 @@ def _savefig(fig: plt.Figure, path: Path) -> None:
 
 
 def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
-    """Write trajectories.{png,pdf} and gram.{png,pdf} into ``out`` (and margin.{png,pdf} when
-    the results carry a KKT residual, elastic.{png,pdf} for LE-ODE/SDE runs); returns the paths."""
+    """Write trajectories.{png,pdf} and gram.{png,pdf} into ``out``, observables.{png,pdf} when
+    the model saves its own observables, classes.{png,pdf} for imbalanced classes,
+    margin.{png,pdf} when the results carry a KKT residual and elastic.{png,pdf} for LE-ODE/SDE
+    runs; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     figures = [("trajectories", plot_trajectories(ds)), ("gram", plot_gram(ds))]
+    for name, make in (("observables", plot_observables), ("classes", plot_classes)):
+        if (fig := make(ds)) is not None:
+            figures.append((name, fig))
     if "kkt_residual" in ds:
         figures.append(("margin", plot_margin(ds)))
     if "theory_margin_rate" in ds.attrs:

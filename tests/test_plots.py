@@ -110,3 +110,50 @@ def test_explorer_slider_redraws_any_saved_time(dataset):
 def test_snapshot_without_saved_geometry_says_how_to_get_it(dataset):
     with pytest.raises(ValueError, match=r"run\.save_geometry = true"):
         plots.plot_snapshot(dataset.drop_vars(["W_path", "means_path"]))
+
+
+def _gd(model, **run):
+    cfg = {
+        "model": model,
+        "dynamics": {"kind": "gd", "lr": 0.05, "steps": 30, "saves": 4},
+        "init": {"count": 2},
+        "run": run,
+    }
+    return simulation.simulate(cfg)
+
+
+def test_figures_judge_each_model_by_its_own_target(tmp_path):
+    from gflow import theory
+
+    # the simplex ETF where NC2 is a target, with a difference panel and K, d, n in the title
+    name, gram = plots.target_gram(_gd({"name": "ufm-ce", "classes": 3, "dim": 4, "per_class": 2}))
+    assert name == "simplex ETF"
+    np.testing.assert_allclose(gram, theory.etf_gram(3))
+    # UFM-MSE without a bias: an orthogonal frame, not an ETF
+    mse = _gd({"name": "ufm-mse", "classes": 3, "dim": 4, "per_class": 2, "bias": False})
+    name, gram = plots.target_gram(mse)
+    assert name == "orthogonal frame"
+    np.testing.assert_array_equal(gram, np.eye(3))
+    fig = plots.plot_gram(mse)
+    assert [ax.get_title() for ax in fig.axes[:3]] == [
+        r"$WW^\top$ (init 0)",
+        "orthogonal frame",
+        "difference",
+    ]
+    assert "K=3, d=4, n=2" in fig._suptitle.get_text()
+    # imbalanced, unregularized ULPM: the SELI Gram (its majority rows longer)
+    seli = _gd({"name": "ulpm", "classes": 3, "dim": 4, "per_class": [4, 2, 1]})
+    name, gram = plots.target_gram(seli)
+    assert name == "SELI"
+    np.testing.assert_allclose(gram, theory.seli((4, 2, 1)).W_gram)
+    assert gram[0, 0] > gram[1, 1] > gram[2, 2]
+    names = {p.name for p in plots.save_figures(seli, tmp_path)}
+    assert {"classes.png", "gram.png", "trajectories.png"} <= names
+
+
+def test_a_model_observables_get_their_own_figure(tmp_path):
+    ds = _gd({"name": "deep-linear", "classes": 3, "dim": 4, "per_class": 2, "depth": 2})
+    fig = plots.plot_observables(ds)
+    titles = {ax.get_title() for ax in fig.axes if ax.get_visible()}
+    assert {"balancedness", "condition_number"} <= titles
+    assert "observables.png" in {p.name for p in plots.save_figures(ds, tmp_path)}

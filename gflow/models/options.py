@@ -115,6 +115,8 @@ class ModelSpec:
     {} where no closed form applies. ``geometry(options)``: the target geometry in words.
     ``targets(options)``: the saved metrics that vanish at the target geometry (the summary
     and :func:`gflow.results.collapsed` judge an init by them; NC1-NC4 for a simplex ETF).
+    ``gram(options, counts)``: (name, K x K Gram of the classifier rows at the target) where it
+    is not the simplex ETF's or an orthogonal frame's (which the targets imply), e.g. SELI.
     ``dynamics_defaults``: defaults of ``[dynamics]`` fields for this model.
     """
 
@@ -131,6 +133,7 @@ class ModelSpec:
     closed_form: Callable[[Mapping[str, Any], tuple[int, ...]], dict] | None = None
     geometry: Callable[[Mapping[str, Any]], str] | None = None
     targets: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda o: ETF_METRICS
+    gram: Callable[[Mapping[str, Any], tuple[int, ...]], tuple[str, Any] | None] | None = None
     dynamics_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def option(self, name: str) -> Option | None:

@@ -99,6 +99,8 @@ SPEC = ModelSpec(
     loss_tends_to_zero=lambda o: o["wd_W"] == 0 and o["wd_H"] == 0,
     closed_form=_closed_form,
     targets=lambda o: IMBALANCED_METRICS if imbalanced(o) else ETF_METRICS,
+    gram=lambda o, counts: ("SELI", theory.seli(counts).W_gram)
+    if imbalanced(o) and not (o["wd_W"] or o["wd_H"]) else None,
     geometry=lambda o: ("imbalanced: collapsed features, equal-size minorities merge where "
     "sqrt(n_B)/N <= sqrt(wd_W wd_H)" if imbalanced(o) else "simplex ETF (a strict-saddle "
     "landscape)") if o["wd_W"] or o["wd_H"]
