@@ -387,7 +387,8 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
             if progress:
                 print(
                     f"gflow: {first.model.name}, K={first.model.classes}, d={first.model.dim}, "
-                    f"{width} inits, {first.dynamics.kind}, {first.run.precision}, "
+                    f"{widest} inits{f' (padded to {width})' if width > widest else ''}, "
+                    f"{first.dynamics.kind}, {first.run.precision}, "
                     f"{devices} device(s): compiling",
                     file=sys.stderr,
                     flush=True,
