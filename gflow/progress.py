@@ -4,7 +4,7 @@ A solve starts the meter with the amount of work it holds (GD: the steps of ever
 ones included; flows in vectors of inits: the inits) and its callbacks add what they finished
 (GD: one save segment of one init, from each device's thread; flows: one vector of inits). The
 meter prints one line each further 10%, with the time spent and an estimate of the time left,
-and never more than 100%.
+and never more than 100%; on a terminal with tqdm installed it draws a tqdm bar instead.
 """
 
 from __future__ import annotations
@@ -24,9 +24,17 @@ class Meter:
     def start(self, total: int, unit: str) -> None:
         """A new solve of ``total`` units (``unit`` names them, e.g. "of the steps")."""
         with self._lock:
+            self._close_bar()
             self.total, self.unit, self.done, self.shown = int(total), unit, 0, 0
             self.began = time.monotonic()
             self.first = None  # (time, done) at the first report: the rate is measured from it
+            self.bar = _terminal_bar(self.total, unit) if self.total > 0 else None
+            self.drawn = self.bar is not None  # a bar, not lines, for this solve
+
+    def _close_bar(self) -> None:
+        if getattr(self, "bar", None) is not None:
+            self.bar.close()
+            self.bar = None
 
     def add(self, units) -> None:
         """``units`` more are finished (a host callback's argument: any int-like)."""
@@ -34,7 +42,13 @@ class Meter:
             if self.total <= 0:
                 return
             now = time.monotonic()
-            self.done = min(self.total, self.done + int(units))
+            before, self.done = self.done, min(self.total, self.done + int(units))
+            if self.drawn:
+                if self.bar is not None:
+                    self.bar.update(self.done - before)
+                    if self.done >= self.total:
+                        self._close_bar()
+                return
             if self.first is None:
                 self.first = (now, self.done)
             tenths = 10 * self.done // self.total
@@ -48,6 +62,18 @@ class Meter:
             rest = f", about {_duration(left)} left" if self.done < self.total else ""
             line = f"gflow: {10 * tenths}% {self.unit} ({_duration(spent)}{rest})"
         print(line, file=sys.stderr, flush=True)
+
+
+def _terminal_bar(total: int, unit: str):
+    """A tqdm bar on stderr when it is a terminal and tqdm is installed, else None."""
+    if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=f"gflow {unit}".strip(), file=sys.stderr, mininterval=0.5,
+                leave=True)  # fmt: skip
 
 
 def _duration(seconds: float) -> str:

@@ -31,3 +31,22 @@ def test_the_meter_caps_at_its_total_and_ignores_work_it_was_not_told_of(capsys)
         meter.add(1)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 10 and lines[-1].startswith("gflow: 100% of the inits solved (")
+
+
+def test_on_a_terminal_the_meter_draws_a_tqdm_bar_to_the_end(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    meter = Meter()
+    meter.start(40, "of the steps")
+    for _ in range(50):  # more than the total: the bar stops at 40/40
+        meter.add(1)
+    text = screen.getvalue()
+    assert "gflow of the steps" in text and "40/40" in text and "100%" in text
+    assert "gflow: 10%" not in text  # the bar replaces the lines
