@@ -302,6 +302,12 @@ def _coerce(field: str, value: Any, annotation: str) -> Any:
         return value
     if isinstance(value, str) and any(k.startswith("str") for k in kinds):
         return value
+    if isinstance(value, list) and any(k.startswith("tuple[float") for k in kinds):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{field}: a list must hold numbers only, got {value}")
+        if not all(math.isfinite(v) for v in value):
+            raise ConfigError(f"{field}: a list must hold finite numbers, got {value}")
+        return tuple(float(v) for v in value)
     if isinstance(value, list) and any(k.startswith("tuple[int") for k in kinds):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise ConfigError(f"{field}: a list must hold integers only, got {value}")
@@ -311,7 +317,8 @@ def _coerce(field: str, value: Any, annotation: str) -> Any:
 
 def _describe(kinds: list[str]) -> str:
     words = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
-    out = [words.get(k.split("[")[0], "a list of integers") for k in kinds if k != "None"]
+    lists = lambda k: "a list of numbers" if k.startswith("tuple[float") else "a list of integers"  # noqa: E731
+    out = [words.get(k.split("[")[0], lists(k)) for k in kinds if k != "None"]
     return " or ".join(dict.fromkeys(out))
 
 

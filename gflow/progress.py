@@ -61,7 +61,8 @@ class Meter:
             left = (self.total - self.done) / rate if rate else spent
             rest = f", about {_duration(left)} left" if self.done < self.total else ""
             line = f"gflow: {10 * tenths}% {self.unit} ({_duration(spent)}{rest})"
-        print(line, file=sys.stderr, flush=True)
+        sys.stderr.write(line + "\n")  # one write: lines from two devices' threads stay apart
+        sys.stderr.flush()
 
 
 def _terminal_bar(total: int, unit: str):

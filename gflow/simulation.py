@@ -386,7 +386,7 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
         if compiled is None:
             if progress:
                 print(
-                    f"gflow: {first.model.name}, K={first.model.classes}, d={first.model.dim}, "
+                    f"gflow: {first.model.name}, K={model.num_classes}, d={model.dim}, "
                     f"{widest} inits{f' (padded to {width})' if width > widest else ''}, "
                     f"{first.dynamics.kind}, {first.run.precision}, "
                     f"{devices} device(s): compiling",

@@ -38,6 +38,10 @@ UNSWEEPABLE = {
 SUMMARY_VARS = ("loss", "nc1", "nc2", "nc3", "nc4")
 
 
+# fields whose one value is a list: a list of lists sweeps them
+LIST_VALUED = {("model", "per_class"), ("model", "target_spectrum")}
+
+
 def axes(raw: Mapping[str, Any]) -> dict[tuple[str, str], list]:
     """The sweep axes of a TOML-layout dict: {(section, key): values}, in file order."""
     found = {}
@@ -47,10 +51,8 @@ def axes(raw: Mapping[str, Any]) -> dict[tuple[str, str], list]:
         for key, value in values.items():
             if not isinstance(value, list):
                 continue
-            if (section, key) == ("model", "per_class") and not any(
-                isinstance(v, list) for v in value
-            ):
-                continue  # a plain list of counts: imbalanced classes, not an axis
+            if (section, key) in LIST_VALUED and not any(isinstance(v, list) for v in value):
+                continue  # one list value (counts of imbalanced classes, a spectrum): not an axis
             field = f"{section}.{key}"
             if (section, key) in UNSWEEPABLE:
                 why = UNSWEEPABLE[(section, key)]

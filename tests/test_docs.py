@@ -34,6 +34,8 @@ def _changed(option, value):
         return others[0] if others else None
     if option.type == "bool":
         return not value
+    if isinstance(value, tuple):
+        return tuple(2 * v + 0.25 for v in value)
     if option.type.startswith("int"):
         return value + 1
     return 2 * value + 0.25
@@ -44,7 +46,8 @@ def test_declared_roles_are_the_pytree_roles(name):
     """Changing a hyperparameter keeps the treedef (one compiled program) and changes that
     leaf; changing a structure option changes the treedef or the parameter shapes."""
     spec = registry.spec(name)
-    base = config.from_dict({"model": {"name": name, "classes": 3, "per_class": 2}}).model
+    sizes = {k: v for k, v in {"classes": 3, "per_class": 2}.items() if spec.option(k)}
+    base = config.from_dict({"model": {"name": name, **sizes}}).model
     model = from_config(base, dtype=jnp.float64)
     assert set(spec.hyperparameters()) <= set(hyperparameters(model))
     for option in spec.options:
@@ -56,6 +59,8 @@ def test_declared_roles_are_the_pytree_roles(name):
             changes["dim"] = value
         if name == "wide-net" and option.name == "classes":
             changes["width"] = base.width
+        if name == "ufm-regression" and option.name == "targets":  # a spectrum of m values
+            changes.update(target_spectrum=(*base.target_spectrum, 0.5), dim=max(base.dim, value))
         other = from_config(dataclasses.replace(base, **changes), dtype=jnp.float64)
         same_tree = jax.tree.structure(other) == jax.tree.structure(model)
         if option.structural:
