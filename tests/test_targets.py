@@ -21,14 +21,19 @@ def test_targets_follow_the_declared_geometry():
     assert targets({"name": "ufm-mse", "bias": False}) == "nc1 orthogonal_classifier " \
         "nc3_uncentred nc4"  # fmt: skip
     assert targets({"name": "ufm-ce", "dim": 3, "classifier": "fixed-etf"}) == "nc1 nc3 nc4"
-    # every model's targets are metrics that every run saves
+    # every model's targets are metrics that every run saves, or the model's own observables
     saved = jax.eval_shape(
         lambda W, H, b: metrics.evaluate(W, H, b, jnp.arange(6) % 3, 3),
         jnp.zeros((3, 4)), jnp.zeros((6, 4)), jnp.zeros(3),
     )  # fmt: skip
     for spec in registry.SPECS.values():
-        options = spec.values(config.from_dict({"model": {"name": spec.name}}).model)
-        assert set(spec.targets(options)) <= set(saved), spec.name
+        cfg = config.from_dict({"model": {"name": spec.name}})
+        model = simulation.build_model(cfg)
+        own = {}
+        if model.observables is not None:
+            own = jax.eval_shape(lambda m=model: m.observables(m.init(jax.random.PRNGKey(0))))
+        options = spec.values(cfg.model)
+        assert set(spec.targets(options)) <= set(saved) | set(own), spec.name
 
 
 def test_mse_without_bias_is_judged_against_the_orthogonal_frame():

@@ -20,9 +20,12 @@ from gflow.models.base import (
 from gflow.models.deep import DeepUFM, deep_ufm
 from gflow.models.elastic import LocallyElastic, le_ode, le_sde, locally_elastic
 from gflow.models.extended import ExtendedUFM, extended_ufm
+from gflow.models.losses import FocalUFM, LabelSmoothingUFM, ufm_focal, ufm_ls
 from gflow.models.networks import DeepLinear, WideNet, deep_linear, wide_net
 from gflow.models.options import ModelSpec, Option, OptionError
+from gflow.models.regression import RegressionUFM, ufm_regression, ufm_regression_with_targets
 from gflow.models.sphere import SphereUFM, ufm_sphere
+from gflow.models.supcon import SupConUFM, ufm_supcon
 from gflow.models.ufm import UFM, ufm, ufm_ce, ufm_mse
 from gflow.models.ulpm import ULPM, ulpm
 
@@ -42,6 +45,10 @@ __all__ = [
     "DeepLinear",
     "DeepUFM",
     "ExtendedUFM",
+    "FocalUFM",
+    "LabelSmoothingUFM",
+    "RegressionUFM",
+    "SupConUFM",
     "LocallyElastic",
     "Model",
     "ModelSpec",
@@ -69,6 +76,11 @@ __all__ = [
     "ufm",
     "ufm_ce",
     "ufm_mse",
+    "ufm_focal",
+    "ufm_ls",
+    "ufm_regression",
+    "ufm_regression_with_targets",
+    "ufm_supcon",
     "ufm_sphere",
     "ulpm",
 ]

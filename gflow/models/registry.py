@@ -7,7 +7,18 @@ and the README's option tables follow from the declaration.
 
 from __future__ import annotations
 
-from gflow.models import deep, elastic, extended, networks, sphere, ufm, ulpm
+from gflow.models import (
+    deep,
+    elastic,
+    extended,
+    losses,
+    networks,
+    regression,
+    sphere,
+    supcon,
+    ufm,
+    ulpm,
+)
 from gflow.models.options import ModelSpec, Option
 
 SPECS: dict[str, ModelSpec] = {
@@ -23,6 +34,10 @@ SPECS: dict[str, ModelSpec] = {
         elastic.LE_ODE,
         elastic.LE_SDE,
         sphere.SPEC,
+        regression.SPEC,
+        losses.LS,
+        losses.FOCAL,
+        supcon.SPEC,
     )
 }
 MODEL_NAMES = tuple(SPECS)

@@ -6,6 +6,9 @@
   optimum and its class deaths, the CE minority merge and its convex reduction.
 - :mod:`gflow.theory.deep`: deep linear UFM candidates (simplex ETF, regular polygon,
   octahedron) and the deep MSE optimum.
+- :mod:`gflow.theory.losses`: label smoothing and focal loss on the UFM (the ETF's 1-d reduction,
+  the zero solution's thresholds), the supervised contrastive loss (ETF, orthogonal frame).
+- :mod:`gflow.theory.regression`: neural regression collapse (W W^T, the rank, the loss).
 - :mod:`gflow.theory.sphere`: normalized features and classifier (ETF, K-gon, octahedron).
 
 Every function here is plain NumPy/SciPy in float64 and names its source in its docstring.
@@ -45,6 +48,26 @@ from gflow.theory.imbalanced import (
     ufm_ce_imbalanced_optimum,
     ufm_mse_imbalanced_optimum,
 )
+from gflow.theory.losses import (
+    LossOptimum,
+    SupConOptimum,
+    etf_loss_profile,
+    supcon_etf_loss,
+    supcon_loss,
+    supcon_optimum,
+    supcon_orthogonal_loss,
+    ufm_loss_optimum,
+    zero_global_threshold_wd,
+    zero_loss,
+    zero_stability_kappa,
+    zero_threshold_wd,
+)
+from gflow.theory.regression import (
+    RegressionOptimum,
+    regression_optimum,
+    regression_spectrum_optimum,
+    target_covariance,
+)
 from gflow.theory.sphere import (
     SphereOptimum,
     sphere_etf_loss,
@@ -83,10 +106,26 @@ __all__ = [
     "seli_distance",
     "ufm_ce_imbalanced_optimum",
     "ufm_mse_imbalanced_optimum",
+    "LossOptimum",
+    "SupConOptimum",
+    "etf_loss_profile",
+    "supcon_etf_loss",
+    "supcon_loss",
+    "supcon_optimum",
+    "supcon_orthogonal_loss",
+    "ufm_loss_optimum",
+    "zero_global_threshold_wd",
+    "zero_loss",
+    "zero_stability_kappa",
+    "zero_threshold_wd",
     "SphereOptimum",
     "sphere_etf_loss",
     "sphere_min_angle",
     "sphere_octahedron_loss",
     "sphere_optimum",
     "sphere_polygon_loss",
+    "RegressionOptimum",
+    "regression_optimum",
+    "regression_spectrum_optimum",
+    "target_covariance",
 ]
