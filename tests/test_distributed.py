@@ -101,7 +101,11 @@ def test_sharded_over_several_devices_is_bit_identical(whole, tmp_path, devices)
         results.save(ds, {str(out)!r})
         print(jax.local_device_count())
         """,
-        env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"},
+        # the device count added to this process's flags (the suite's optimization level)
+        env={
+            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+            f"--xla_force_host_platform_device_count={devices}".strip()
+        },
     )
     assert stdout.split()[-1] == str(devices)
     same_numbers(results.load(out), whole)
