@@ -54,9 +54,14 @@ def test_init_scale_seed_and_dtype():
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_registry_builds_every_config_name(name):
-    section = {"name": name, "classes": 3, "per_class": 2}
-    if models.registry.spec(name).option("dim") is not None:  # LE: dim = K logits; wide-net: X
+    spec = models.registry.spec(name)
+    # regression has no classes: its class axis holds the target dimensions
+    sizes = {"classes": 3, "per_class": 2} if spec.option("classes") else {"targets": 3}
+    section = {"name": name, **sizes}
+    if spec.option("dim") is not None:  # LE: dim = K logits; wide-net: X
         section["dim"] = 4
+    if spec.option("target_spectrum") is not None:
+        section["target_spectrum"] = [3.0, 2.0, 1.0]
     cfg = from_dict({"model": section})
     for dtype in (jnp.float32, jnp.float64):
         model = models.from_config(cfg.model, dtype=dtype)
