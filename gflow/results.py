@@ -183,17 +183,18 @@ def _runtime() -> dict[str, str]:
 def _initial_variables(initial, model: Model) -> dict:
     """``initial_<name>`` per parameter (its dims named like the final state's where the shapes
     match: W (class, feature), H (sample, feature), b (class); else ``<name>_axis<j>``)."""
-    known = {
-        (model.num_classes, model.dim): ("class", "feature"),
-        (model.num_samples, model.dim): ("sample", "feature"),
-        (model.num_classes,): ("class",),
+    named = {  # by name, not by shape alone: with one sample per class, N = K
+        "W": ((model.num_classes, model.dim), ("class", "feature")),
+        "H": ((model.num_samples, model.dim), ("sample", "feature")),
+        "b": ((model.num_classes,), ("class",)),
     }
     out = {}
     for name, leaf in named_leaves(initial).items():
         values = np.asarray(leaf)
         var = "initial_" + name.replace("/", "_")
         shape = values.shape[1:]
-        dims = known.get(shape) if name in ("W", "H", "b") else None
+        expected, dims = named.get(name, (None, None))
+        dims = dims if shape == expected else None
         if dims is None:
             dims = tuple(f"{var}_axis{j}" for j in range(len(shape)))
         out[var] = (("init", *dims), values, {"parameter": name})

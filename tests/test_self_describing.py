@@ -62,3 +62,10 @@ def test_sweep_points_carry_their_swept_values(tmp_path):
     assert [float(p.wd_W) for p in points] == [1e-3, 2e-3]
     whole = xr.combine_by_coords([p.expand_dims("wd_W") for p in points], combine_attrs="drop")
     assert whole.loss.dims == ("wd_W", "init", "time")
+
+
+def test_initial_parameters_keep_their_dims_with_one_sample_per_class(tmp_path):
+    one = {**GD["model"], "per_class": 1}  # N = K: W and H have the same shape
+    ds, _ = _run(tmp_path, "a", model=one)
+    assert ds.initial_W.dims == ("init", "class", "feature")
+    assert ds.initial_H.dims == ("init", "sample", "feature")
