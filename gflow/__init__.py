@@ -72,6 +72,7 @@ _EXPORTS = {
     "Trajectory": "gflow.dynamics",
     "gradient_descent": "gflow.dynamics",
     "gradient_flow": "gflow.dynamics",
+    "stochastic_gradient_descent": "gflow.dynamics",
     "Model": "gflow.models",
     "Readout": "gflow.models",
     "ufm_ce": "gflow.models",

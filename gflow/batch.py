@@ -18,8 +18,8 @@ import numpy as np
 from jaxtyping import Array
 
 from gflow import metrics
-from gflow.config import DynamicsConfig, root_finding
-from gflow.dynamics import gradient_descent, gradient_flow
+from gflow.config import STEPPED_KINDS, DynamicsConfig, root_finding
+from gflow.dynamics import gradient_descent, gradient_flow, stochastic_gradient_descent
 from gflow.dynamics.longtime import loss_time_flow
 from gflow.dynamics.stochastic import noisy_gradient_flow
 from gflow.dynamics.trajectory import Trajectory
@@ -32,10 +32,11 @@ def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
     """Saved times: flow time in [0, t1] (float) or step counts in [0, steps] (int).
 
     ``saves`` points, the first at 0 and the last at the end; ``log`` spacing puts the others
-    geometrically from min(t1 * 1e-4, 1) (flow) or step 1 (gd) to the end, ``linear`` evenly.
+    geometrically from min(t1 * 1e-4, 1) (flow, sde) or step 1 (gd, sgd) to the end,
+    ``linear`` evenly.
     """
     n = dynamics.saves
-    if dynamics.kind == "gd":
+    if dynamics.kind in STEPPED_KINDS:
         end = dynamics.steps
         if dynamics.save_spacing == "log":
             raw = np.geomspace(1, end, n - 1)
@@ -113,6 +114,7 @@ TRACED_DYNAMICS = {
     "flow": ("t1", "rtol", "atol", "dt0", "stop_grad_tol"),
     "gd": ("lr",),
     "sde": ("t1", "noise", "dt0"),
+    "sgd": ("lr",),  # batch_size changes shapes: structural
 }
 
 
@@ -142,7 +144,8 @@ def solver_for(
     ``observe_after`` (flows and SDEs): observe the saved states after the solve instead of
     inside the solver loop (see :func:`observes_after`).
 
-    ``key`` drives the Brownian path of ``sde``; ``flow`` and ``gd`` ignore it. ``settings``
+    ``key`` drives the Brownian path of ``sde``, the shuffles of ``sgd`` and the noise of a
+    stochastic optimizer (gd, sgd); ``flow`` ignores it. ``settings``
     (traced values of the settings that do not change shapes) default to those of ``dynamics``.
     """
     observe = observer(model) if observe is None else observe
@@ -161,7 +164,18 @@ def solver_for(
         grid = save_grid(d)
         options = dict(optimizer=d.optimizer, lr=s.lr)
         return lambda p0, key: gradient_descent(
-            model.loss, p0, grid, observe, progress=progress, **options
+            model.loss, p0, grid, observe, key, progress=progress, **options
+        )
+    if d.kind == "sgd":
+        if model.weighted_loss is None:
+            raise ValueError(f"{model.name}: kind 'sgd' needs a loss that is a mean over samples")
+        grid = save_grid(d)
+        options = dict(
+            optimizer=d.optimizer, lr=s.lr, batch_size=d.batch_size,
+            num_samples=model.num_samples,
+        )  # fmt: skip
+        return lambda p0, key: stochastic_gradient_descent(
+            model.weighted_loss, p0, grid, observe, key, progress=progress, **options
         )
     if d.reparam == "loss":  # every value static (see structural_dynamics)
         options = dict(solver=d.solver, rtol=d.rtol, atol=d.atol, max_steps=d.max_steps)
@@ -250,7 +264,7 @@ def vector_width(
     platform = jax.default_backend() if platform is None else platform
     if platform != "cpu" or root_finding(dynamics):
         return 0
-    if dynamics.kind == "gd":
+    if dynamics.kind in STEPPED_KINDS:
         return GD_VECTOR_WIDTH
     return int(np.clip(FLOW_VECTOR_BYTES // max(state_bytes, 1), 1, GD_VECTOR_WIDTH))
 
@@ -337,7 +351,7 @@ def batched_solver(
         count = keys.shape[0]
         after = observes_after(dynamics, count * dynamics.saves * one)
         compiled = _compiled_batch_solve(structural_dynamics(dynamics), progress, after)
-        if progress and dynamics.kind == "gd":
+        if progress and dynamics.kind in STEPPED_KINDS:
             METER.start(count * dynamics.steps, "of the steps")
         data, hyper = broadcast_hyperparameters(model, count)
         return compiled(data, hyper, broadcast_settings(settings, count), params0, keys)

@@ -16,12 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from gflow.models import registry
 from gflow.models.options import OptionError
 
 MODEL_NAMES = registry.MODEL_NAMES
 
-DYNAMICS_KINDS = ("flow", "gd", "sde")
+DYNAMICS_KINDS = ("flow", "gd", "sde", "sgd")
+STEPPED_KINDS = ("gd", "sgd")  # stepped by an optax optimizer: steps, not flow time
 PRECISIONS = ("float32", "float64")
 REPARAMS = ("none", "log", "loss")
 SAVE_SPACINGS = ("log", "linear")
@@ -63,6 +66,7 @@ class DynamicsConfig:
     saves: int = 50
     save_spacing: str = "log"
     noise: float = 0.0  # sde: sigma in d theta = -grad L dt + sigma dW
+    batch_size: int | None = None  # sgd: samples per step, 1..N
     stop_grad_tol: float | None = None  # flow: stop an init once ||grad L|| < this (an event)
 
 
@@ -97,7 +101,8 @@ class RunConfig:
 # themselves, gflow.models.options); the README's config block is generated from these.
 DOCS = {
     "dynamics": {
-        "kind": "flow | gd | sde (noisy flow: d theta = -grad L dt + noise dW)",
+        "kind": "flow | gd | sde (noisy flow: d theta = -grad L dt + noise dW) | sgd (gd on "
+        "shuffled batches of batch_size samples)",
         "solver": "flow: euler heun midpoint ralston bosh3 tsit5 dopri5 dopri8 implicit_euler "
         "kvaerno3 kvaerno4 kvaerno5; sde: euler (Euler-Maruyama, the default) | heun",
         "t1": "flow, sde: final time > 0",
@@ -107,12 +112,16 @@ DOCS = {
         "max_steps": "flow, sde: reaching it marks that init max_steps",
         "reparam": "flow: none | log (s = log(1+t)) | loss (u = -log L; ulpm without weight "
         "decay): the same path to t = 1e100 in a few hundred steps",
-        "optimizer": "gd: any optax optimizer built from a learning rate (sgd, adam, ...)",
-        "lr": "gd: learning rate > 0",
-        "steps": "gd: optimizer steps >= 1",
+        "optimizer": "gd, sgd: an optax optimizer built from a learning rate (sgd, adam, ...); "
+        "decoupled weight decay off (adamw, lion, ...: the model's loss carries the decay); "
+        "noisy_sgd seeded per init",
+        "lr": "gd, sgd: learning rate > 0",
+        "steps": "gd, sgd: optimizer steps >= 1",
         "saves": "saved points, the first at 0 and the last at the end",
         "save_spacing": "log | linear",
         "noise": "sde: sigma >= 0; each init gets its own Brownian path (seeded)",
+        "batch_size": "sgd (required): samples per step, 1..N; each init reshuffles the N "
+        "samples every epoch (seeded) and drops the last N mod batch_size",
         "stop_grad_tol": "flow (optional): stop an init once ||grad L|| < tol (a diffrax event); "
         "results record stop_time per init",
     },
@@ -395,10 +404,12 @@ def validate(cfg: Config) -> None:
     _at_least("dynamics.steps", d.steps, 1)
     _at_least("dynamics.saves", d.saves, 2)
     _one_of("dynamics.save_spacing", d.save_spacing, SAVE_SPACINGS)
-    if d.kind == "gd" and d.saves > d.steps + 1:
+    if d.kind in STEPPED_KINDS and d.saves > d.steps + 1:
         raise ConfigError(
-            f"dynamics.saves: at most steps + 1 = {d.steps + 1} points for gd, got {d.saves}"
+            f"dynamics.saves: at most steps + 1 = {d.steps + 1} points for {d.kind}, got {d.saves}"
         )
+    if d.kind == "sgd":
+        _check_batch_size(m, d)
 
     _check_applies(d)
 
@@ -447,9 +458,22 @@ def validate(cfg: Config) -> None:
 # checks; kind, saves and save_spacing: every kind)
 APPLIES_TO = {
     "solver": ("flow", "sde"), "t1": ("flow", "sde"), "rtol": ("flow",), "atol": ("flow",),
-    "dt0": ("flow", "sde"), "max_steps": ("flow", "sde"), "optimizer": ("gd",), "lr": ("gd",),
-    "steps": ("gd",), "noise": ("sde",),
+    "dt0": ("flow", "sde"), "max_steps": ("flow", "sde"), "optimizer": STEPPED_KINDS,
+    "lr": STEPPED_KINDS, "steps": STEPPED_KINDS, "noise": ("sde",), "batch_size": ("sgd",),
 }  # fmt: skip
+
+
+def _check_batch_size(m, d: DynamicsConfig) -> None:
+    """``batch_size`` given, and within 1..N of the model (its declaration counts N)."""
+    spec = registry.spec(m.name)
+    samples = spec.num_samples(spec.values(m))
+    if d.batch_size is None:
+        raise ConfigError(f'dynamics.batch_size: required for kind = "sgd" (1..{samples})')
+    if not 1 <= d.batch_size <= samples:
+        raise ConfigError(
+            f"dynamics.batch_size: must be in 1..{samples} (the model's samples), got "
+            f"{d.batch_size}"
+        )
 
 
 def _check_applies(d: DynamicsConfig) -> None:
@@ -573,21 +597,14 @@ def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
 
 
 def dumps(cfg: Config) -> str:
-    """TOML text of a config (round-trips through :func:`loads`)."""
-    lines = []
-    for section, values in to_dict(cfg).items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
+    """TOML text of a config, written by tomli-w (round-trips through :func:`loads`, whatever
+    text its strings hold): the sections in order, ``init.from`` under its TOML name."""
+    return tomli_w.dumps(to_dict(cfg))
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, list):
+    """One TOML value on one line (a list inline, ``[1, 2]``), each scalar written by tomli-w:
+    strings with any quotes, backslashes, control characters or unicode, inf and nan floats."""
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(value)
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").removesuffix("\n")

@@ -118,7 +118,7 @@ def to_dataset(
     )
     if initial is not None:
         data.update(_initial_variables(initial, model))
-    gd = cfg.dynamics.kind == "gd"
+    gd = cfg.dynamics.kind in config_mod.STEPPED_KINDS  # gd, sgd
     time_name = "step" if gd else "flow time"  # sde: flow time too
     coords = {
         "init": (
@@ -132,10 +132,11 @@ def to_dataset(
         "sample": ("sample", np.arange(len(model.labels)), {"long_name": "sample, by class"}),
         "class_count": (("class",), np.asarray(model.counts), attributes("class_count")),
     }
-    if gd and cfg.dynamics.optimizer == "sgd":  # plain GD follows the flow at time lr * step
+    if gd and cfg.dynamics.optimizer == "sgd":  # plain (S)GD follows the flow at time lr * step
         coords["flow_time"] = (
             "time", cfg.dynamics.lr * np.asarray(times, float),
-            {"long_name": "lr x step: the gradient-flow time plain GD approximates", "units": "1"},
+            {"long_name": "lr x step: the gradient-flow time plain (S)GD approximates",
+             "units": "1"},
         )  # fmt: skip
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     attrs = {

@@ -23,7 +23,7 @@ import xarray as xr
 from gflow import batch, distributed, models, outdir, results
 from gflow import config as config_mod
 from gflow.batch import noise_keys, save_grid, state_bytes, vector_width, vectorized
-from gflow.config import Config, ConfigError
+from gflow.config import STEPPED_KINDS, Config, ConfigError
 from gflow.hessian import DENSE_LIMIT, num_params
 from gflow.models import registry
 from gflow.models.base import Model, named_leaves
@@ -149,7 +149,7 @@ def build_model(cfg: Config, check: bool = True) -> Model:
 # a solve's working copies of one init's state: an adaptive flow keeps its stages, error
 # estimate and saves (Tsit5: 7 stages + about 5), GD the parameters, gradients and the
 # optimizer's moments; every save holds about this many scalars per init (loss, the metrics)
-_WORKING_COPIES = {"flow": 12, "gd": 4, "sde": 4}
+_WORKING_COPIES = {"flow": 12, "gd": 4, "sde": 4, "sgd": 4}
 _SCALARS_PER_SAVE = 40
 
 
@@ -394,9 +394,9 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
                     flush=True,
                 )
             start = time.perf_counter()
-            # progress: GD counts each init's save segments, flows each vector of inits (and
-            # diffrax's meter where the inits run as one vmap)
-            steps_meter = first.dynamics.kind == "gd"
+            # progress: GD and SGD count each init's save segments, flows each vector of inits
+            # (and diffrax's meter where the inits run as one vmap)
+            steps_meter = first.dynamics.kind in STEPPED_KINDS
             solve = vectorized(
                 batch.batch_solve(
                     first.dynamics, progress and (steps_meter or not vector),
@@ -418,7 +418,7 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
             CACHE_STATS["compiles"] += 1
         else:
             CACHE_STATS["hits"] += 1
-        if progress and first.dynamics.kind == "gd":
+        if progress and first.dynamics.kind in STEPPED_KINDS:
             METER.start(width * first.dynamics.steps, "of the steps")
         elif progress and vector:
             METER.start(width, "of the inits solved")

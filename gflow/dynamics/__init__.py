@@ -2,6 +2,7 @@
 
 from gflow.dynamics.descent import OPTIMIZERS, gradient_descent
 from gflow.dynamics.flow import FIXED_STEP_SOLVERS, SOLVERS, gradient_flow
+from gflow.dynamics.minibatch import stochastic_gradient_descent
 from gflow.dynamics.trajectory import STATUS, Trajectory
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "Trajectory",
     "gradient_descent",
     "gradient_flow",
+    "stochastic_gradient_descent",
 ]

@@ -7,6 +7,11 @@ e.g. a data set's inputs). Its methods are pure functions:
 
 - ``init(key) -> params``: a random parameter pytree (one initialization);
 - ``loss(params) -> scalar``: the objective whose negative gradient is the flow;
+- ``weighted_loss(params, weights) -> scalar`` (optional): for a loss that is a mean over the
+  N samples plus regularizers, the same with per-sample weights w (N,): the data term
+  sum_i w_i l_i / N, the regularizers (weight decay) whole. Mini-batch SGD steps on it with
+  mean-one weights (N/B on a batch of B samples, 0 elsewhere); a model that defines it gets
+  ``loss`` = ``weighted_loss`` at w = 1 (one expression, the same bits);
 - ``readout(params) -> Readout``: the (W, H, b, labels) view that the NC metrics read;
 - ``observables(params) -> dict`` (optional): extra scalars a model reports along the
   trajectory beside the standard metrics (e.g. pre-ReLU NC metrics, balancedness of layers);
@@ -17,7 +22,7 @@ All of them jit, grad and vmap. Because hyperparameters are leaves, a solve comp
 model serves every model of the same structure: ``jax.jit(f)(model, ...)`` traces once per
 structure, and a batch of models that differ only in hyperparameters (their scalar leaves
 stacked, see :func:`stack_hyperparameters`) is vmapped like a batch of inits. The dynamics only
-ever see ``loss`` and ``drift``.
+ever see ``loss``, ``weighted_loss`` and ``drift``.
 """
 
 from __future__ import annotations
@@ -55,12 +60,16 @@ class Model(eqx.Module):
     name: ClassVar[str] = "model"
     observables: ClassVar[Any] = None  # a subclass may define the method
     drift: ClassVar[Any] = None  # a subclass may define the method
+    weighted_loss: ClassVar[Any] = None  # a subclass whose loss is a mean over samples defines it
 
     def init(self, key: Array) -> Params:
         raise NotImplementedError
 
     def loss(self, params: Params) -> Float[Array, ""]:
-        raise NotImplementedError
+        """``weighted_loss`` at unit weights, for a model that defines it."""
+        if self.weighted_loss is None:
+            raise NotImplementedError
+        return self.weighted_loss(params, unit_weights(self.num_samples, self.dtype))
 
     def readout(self, params: Params) -> Readout:
         raise NotImplementedError
@@ -146,6 +155,12 @@ def stack_hyperparameters(models: Sequence[Model]) -> Model:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *hypers)
 
 
+def unit_weights(count: int, dtype) -> Array:
+    """Per-sample weights all 1, (count,): a constant, so that XLA drops the products by them and
+    the weighted mean compiles to the plain one."""
+    return jnp.ones((count,), dtype)
+
+
 def class_labels(counts: tuple[int, ...]) -> np.ndarray:
     """Labels of the N = sum(counts) samples, grouped by class: [0]*n_0 + [1]*n_1 + ..."""
     return np.repeat(np.arange(len(counts)), counts).astype(np.int32)
@@ -177,28 +192,40 @@ def sample_cross_entropy(
     return jax.nn.softplus(jnp.squeeze(_margins(logits, onehot, axis)[2], axis))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def cross_entropy(
-    logits: Float[Array, "N K"], onehot: Float[Array, "N K"], axis: int = 1
+    logits: Float[Array, "N K"],
+    onehot: Float[Array, "N K"],
+    axis: int = 1,
+    weights: Float[Array, " N"] | None = None,
 ) -> Float[Array, ""]:
     """Mean over samples of CE(z_i, y_i) = logsumexp(z_i) - z_{i, y_i}, in the exact margin form
-    of :func:`sample_cross_entropy`; ``axis`` is the class axis (0 for (K, N) logits).
+    of :func:`sample_cross_entropy`; ``axis`` is the class axis (0 for (K, N) logits). With
+    per-sample ``weights`` w (N,): sum_i w_i CE_i / N (None: w = 1, the mean).
 
-    Its derivative is the closed form dL/dz_i = (p_i - y_i)/N, p = softmax(z), also written
+    Its derivative is the closed form dL/dz_i = w_i (p_i - y_i)/N, p = softmax(z), also written
     without cancellation: p_j = sigmoid(s) e^{z_j - z_y - s} for j != y and p_y - 1 = -sigmoid(s),
     s = logsumexp_{j != y}(z_j - z_y). One fused expression, with one exp per logit, instead of
     the autodiff chain of softplus, logsumexp and the masks (1.5x faster GD); higher derivatives
-    (Hessians) still work.
+    (Hessians) still work. Labels and weights are data: no derivative through them.
     """
-    return jnp.mean(sample_cross_entropy(logits, onehot, axis))
+    count = logits.size // logits.shape[axis]
+    w = unit_weights(count, logits.dtype) if weights is None else weights
+    return _cross_entropy(logits, onehot, w, axis)
 
 
-@cross_entropy.defjvp
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _cross_entropy(logits, onehot, weights, axis: int):
+    count = logits.size // logits.shape[axis]
+    return jnp.sum(weights * sample_cross_entropy(logits, onehot, axis)) / count
+
+
+@_cross_entropy.defjvp
 def _cross_entropy_jvp(axis, primals, tangents):
-    logits, onehot = primals
-    dlogits, _ = tangents  # the labels are data: no derivative through them
+    logits, onehot, weights = primals
+    dlogits = tangents[0]  # the labels and weights are data: no derivative through them
     e, total, lse = _margins(logits, onehot, axis)
     sure = jax.nn.sigmoid(lse)  # 1 - p_y
     residual = jnp.where(onehot > 0, -sure, e * (sure / total))  # p - y
     count = logits.size // logits.shape[axis]
-    return jnp.mean(jax.nn.softplus(lse)), jnp.sum(residual * dlogits) / count
+    w = jnp.expand_dims(weights, axis)
+    return jnp.sum(w * jax.nn.softplus(lse)) / count, jnp.sum(w * residual * dlogits) / count

@@ -41,6 +41,7 @@ from gflow.models.options import (
     CLASSES,
     DIM,
     ETF_METRICS,
+    MINIBATCH_KINDS,
     NO_BIAS,
     ORTHOGONAL_METRICS,
     PER_CLASS,
@@ -102,11 +103,12 @@ class DeepUFM(Model):
         zeros = jnp.zeros((self.num_classes,), H.dtype)
         return Readout(params["W"][-1], H, zeros, jnp.asarray(self.labels))
 
-    def loss(self, params):
+    def weighted_loss(self, params, weights):
+        """The loss with per-sample weights w (N,) on its data term (``loss``: w = 1)."""
         W, H, _, _ = self.readout(params)
         fit = cross_entropy if self.loss_kind == "ce" else mean_squared_error
         # logits as (K, N), the sample axis minor, as in the UFM
-        value = fit(W @ H.T, self.onehot(axis=0), 0)
+        value = fit(W @ H.T, self.onehot(axis=0), 0, weights)
         decay = sum(jnp.sum(V**2) for V in params["W"])
         return value + 0.5 * self.wd_W * decay + 0.5 * self.wd_H * jnp.sum(params["H"] ** 2)
 
@@ -231,6 +233,7 @@ SPEC = ModelSpec(
     "no bias: the low-rank bias of depth (Súkeník et al. 2023, 2024; Garrod & Keating 2024)",
     options=(CLASSES, DIM, PER_CLASS, DEPTH, ACTIVATION, LOSS, WD_W, WD_H),
     build=deep_ufm,
+    kinds=MINIBATCH_KINDS,
     pinned=NO_BIAS,
     closed_form=_closed_form,
     targets=_targets,

@@ -23,6 +23,7 @@ from gflow.models.base import Model, Readout, counts_of, scalars
 from gflow.models.options import (
     CLASSES,
     DIM,
+    MINIBATCH_KINDS,
     NO_BIAS,
     ORTHOGONAL_METRICS,
     PER_CLASS,
@@ -70,10 +71,11 @@ class ExtendedUFM(Model):
             params["W2"], H2, jnp.zeros((self.num_classes,), H2.dtype), jnp.asarray(self.labels)
         )
 
-    def loss(self, params):
+    def weighted_loss(self, params, weights):
+        """The loss with per-sample weights w (N,) on its data term (``loss``: w = 1)."""
         W2, H2, _, _ = self.readout(params)
         return (
-            mean_squared_error(H2 @ W2.T, self.onehot())
+            mean_squared_error(H2 @ W2.T, self.onehot(), 1, weights)
             + 0.5 * self.wd_W * jnp.sum(W2**2)
             + 0.5 * self.wd_W1 * jnp.sum(params["W1"] ** 2)
             + 0.5 * self.wd_H * jnp.sum(params["H1"] ** 2)
@@ -120,6 +122,7 @@ SPEC = ModelSpec(
         WD_H,
     ),
     build=extended_ufm,
+    kinds=MINIBATCH_KINDS,
     pinned=NO_BIAS,
     targets=lambda o: ORTHOGONAL_METRICS,
     geometry=lambda o: "post-ReLU class means in an orthogonal frame, W2 aligned with them",

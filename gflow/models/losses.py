@@ -28,6 +28,7 @@ from gflow.models.options import (
     DIM,
     ETF_METRICS,
     IMBALANCED_METRICS,
+    MINIBATCH_KINDS,
     PER_CLASS,
     WD_H,
     WD_W,
@@ -47,15 +48,16 @@ def margin_lse(logits: Array, onehot: Array, axis: int = 0) -> Array:
 
 
 class _SoftmaxLossUFM(UFM):
-    """A learned-classifier UFM whose data term is ``data_loss(logits (K, N), onehot (K, N))``."""
+    """A learned-classifier UFM whose data term is ``data_loss(logits (K, N), onehot (K, N),
+    weights (N,))``: sum_i w_i l(z_i, y_i) / N."""
 
-    def data_loss(self, logits, onehot):
+    def data_loss(self, logits, onehot, weights):
         raise NotImplementedError
 
-    def loss(self, params):
+    def weighted_loss(self, params, weights):
         W, H, b, _ = self.readout(params)
         # logits as (K, N), the sample axis minor (as the UFM)
-        value = self.data_loss(W @ H.T + b[:, None], self.onehot(axis=0))
+        value = self.data_loss(W @ H.T + b[:, None], self.onehot(axis=0), weights)
         value = value + 0.5 * self.wd_W * jnp.sum(W**2) + 0.5 * self.wd_H * jnp.sum(H**2)
         if self.has_bias:
             value = value + 0.5 * self.wd_b * jnp.sum(b**2)
@@ -67,10 +69,11 @@ class LabelSmoothingUFM(_SoftmaxLossUFM):
 
     smoothing: Array
 
-    def data_loss(self, logits, onehot):
-        ce = cross_entropy(logits, onehot, 0)
-        uniform = jnp.mean(jax.nn.logsumexp(logits, axis=0) - jnp.mean(logits, axis=0))
-        return (1 - self.smoothing) * ce + self.smoothing * uniform
+    def data_loss(self, logits, onehot, weights):
+        ce = cross_entropy(logits, onehot, 0, weights)
+        uniform = jax.nn.logsumexp(logits, axis=0) - jnp.mean(logits, axis=0)
+        smoothed = jnp.sum(weights * uniform) / uniform.size
+        return (1 - self.smoothing) * ce + self.smoothing * smoothed
 
 
 class FocalUFM(_SoftmaxLossUFM):
@@ -78,9 +81,10 @@ class FocalUFM(_SoftmaxLossUFM):
 
     focal_gamma: Array
 
-    def data_loss(self, logits, onehot):
+    def data_loss(self, logits, onehot, weights):
         s = margin_lse(logits, onehot, 0)
-        return jnp.mean(jnp.exp(self.focal_gamma * jax.nn.log_sigmoid(s)) * jax.nn.softplus(s))
+        focal = jnp.exp(self.focal_gamma * jax.nn.log_sigmoid(s)) * jax.nn.softplus(s)
+        return jnp.sum(weights * focal) / s.size
 
 
 def _build(cls, name, classes, dim, per_class, wd_W, wd_H, wd_b, bias, init_scale, dtype, **hyper):
@@ -204,6 +208,7 @@ LS = ModelSpec(
     "(Zhou et al. 2022)",
     options=(*_OPTIONS, SMOOTHING),
     build=ufm_ls,
+    kinds=MINIBATCH_KINDS,
     check=_check_smoothing,
     closed_form=_closed_form("ls"),
     targets=_targets,
@@ -215,6 +220,7 @@ FOCAL = ModelSpec(
     summary="the UFM (bias, weight decay) with the focal loss, exponent gamma (Zhou et al. 2022)",
     options=(*_OPTIONS, FOCAL_GAMMA),
     build=ufm_focal,
+    kinds=MINIBATCH_KINDS,
     closed_form=_closed_form("focal"),
     targets=_targets,
     geometry=_geometry("focal"),

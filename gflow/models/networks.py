@@ -30,6 +30,7 @@ from gflow.models.base import Model, Readout, counts_of, scalars
 from gflow.models.options import (
     CLASSES,
     DIM,
+    MINIBATCH_KINDS,
     NO_BIAS,
     ORTHOGONAL_METRICS,
     PER_CLASS,
@@ -131,10 +132,11 @@ class LinearHead(Model):
         zeros = jnp.zeros((self.num_classes,), H.dtype)
         return Readout(params["linear"][-1], H, zeros, jnp.asarray(self.labels))
 
-    def loss(self, params):
+    def weighted_loss(self, params, weights):
+        """The loss with per-sample weights w (N,) on its data term (``loss``: w = 1)."""
         outputs = self.penultimate(params) @ params["linear"][-1].T
         decay = sum(jnp.sum(V**2) for V in params["linear"])
-        fit = mean_squared_error(outputs, self.onehot())
+        fit = mean_squared_error(outputs, self.onehot(), 1, weights)
         return fit + 0.5 * self.wd_W * decay + self.extra_penalty(params)
 
     def observables(self, params):
@@ -253,6 +255,7 @@ DEEP_LINEAR = ModelSpec(
     summary="free features -> `depth` linear layers; MSE + weight decay (Súkeník et al. 2023)",
     options=(CLASSES, DIM, PER_CLASS, DEPTH, WD_W, WD_H),
     build=deep_linear,
+    kinds=MINIBATCH_KINDS,
     pinned=NO_BIAS,
     targets=lambda o: ORTHOGONAL_METRICS,
     geometry=lambda o: "orthogonal frame at every layer, the layers balanced",
@@ -271,6 +274,7 @@ WIDE_NET = ModelSpec(
                "<= 174 per class)", STRUCTURE, choices=DATASETS, bad="mnist"),
     ),
     build=wide_net,
+    kinds=MINIBATCH_KINDS,
     pinned=NO_BIAS,
     targets=lambda o: ORTHOGONAL_METRICS,
     check=_check_dataset,

@@ -99,6 +99,15 @@ def imbalanced(options: Mapping[str, Any]) -> bool:
 
 
 WD_H = Option("wd_H", "float", 5e-3, "weight decay of the features H", low=0.0, bad=-1.0)
+# the kinds of a model whose loss is a mean over samples (it defines ``weighted_loss``): also
+# mini-batch SGD
+MINIBATCH_KINDS = ("flow", "gd", "sde", "sgd")
+
+
+def class_sample_count(options: Mapping[str, Any]) -> int:
+    """N = sum of the per-class counts (``per_class`` for each of ``classes``, or the list)."""
+    counts = options["per_class"]
+    return counts * options["classes"] if isinstance(counts, int) else sum(counts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +127,8 @@ class ModelSpec:
     ``gram(options, counts)``: (name, K x K Gram of the classifier rows at the target) where it
     is not the simplex ETF's or an orthogonal frame's (which the targets imply), e.g. SELI.
     ``dynamics_defaults``: defaults of ``[dynamics]`` fields for this model.
+    ``kinds``: the dynamics kinds it runs with; "sgd" (:data:`MINIBATCH_KINDS`) only where the
+    model defines ``weighted_loss``. ``num_samples(options)``: N, the range of ``batch_size``.
     """
 
     name: str
@@ -135,6 +146,7 @@ class ModelSpec:
     targets: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda o: ETF_METRICS
     gram: Callable[[Mapping[str, Any], tuple[int, ...]], tuple[str, Any] | None] | None = None
     dynamics_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    num_samples: Callable[[Mapping[str, Any]], int] = class_sample_count
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)

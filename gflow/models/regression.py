@@ -52,6 +52,7 @@ from gflow import linalg, theory
 from gflow.models.base import Model, Readout, scalars
 from gflow.models.options import (
     DIM,
+    MINIBATCH_KINDS,
     STRUCTURE,
     WD_H,
     WD_W,
@@ -133,9 +134,10 @@ class RegressionUFM(Model):
         """H W^T + 1 b^T, (N, m)."""
         return params["H"] @ params["W"].T + params["b"]
 
-    def loss(self, params):
+    def weighted_loss(self, params, weights):
+        """The loss with per-sample weights w (N,) on its data term (``loss``: w = 1)."""
         decay = self.wd_W * jnp.sum(params["W"] ** 2) + self.wd_H * jnp.sum(params["H"] ** 2)
-        return mean_squared_error(self.outputs(params), self.Y) + 0.5 * decay
+        return mean_squared_error(self.outputs(params), self.Y, 1, weights) + 0.5 * decay
 
     def observables(self, params):
         W, H = params["W"], params["H"]
@@ -298,6 +300,8 @@ SPEC = ModelSpec(
         WD_W.with_default(5e-2), WD_H.with_default(5e-2),
     ),  # fmt: skip
     build=ufm_regression,
+    kinds=MINIBATCH_KINDS,
+    num_samples=lambda o: o["samples"],
     pinned={"wd_b": 0.0},  # b is not decayed (it always learns: bias keeps its default)
     check=_check,
     closed_form=_closed_form,

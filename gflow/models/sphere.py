@@ -38,6 +38,7 @@ from gflow.models.options import (
     CLASSES,
     DIM,
     ETF_METRICS,
+    MINIBATCH_KINDS,
     NO_BIAS,
     PER_CLASS,
     ModelSpec,
@@ -84,10 +85,11 @@ class SphereUFM(Model):
         W, H = unit_rows(params["W"]), unit_rows(params["H"])
         return Readout(W, H, jnp.zeros((self.num_classes,), W.dtype), jnp.asarray(self.labels))
 
-    def loss(self, params):
+    def weighted_loss(self, params, weights):
+        """The loss with per-sample weights w (N,) (``loss``: w = 1)."""
         W, H, _, _ = self.readout(params)
         # logits as (K, N), the sample axis minor (as the UFM)
-        return cross_entropy(self.logit_scale * (W @ H.T), self.onehot(axis=0), 0)
+        return cross_entropy(self.logit_scale * (W @ H.T), self.onehot(axis=0), 0, weights)
 
     def observables(self, params):
         W, H, _, labels = self.readout(params)
@@ -167,6 +169,7 @@ SPEC = ModelSpec(
     "cross-entropy, no bias or weight decay (Yaras et al. 2022)",
     options=(CLASSES, DIM, PER_CLASS, LOGIT_SCALE),
     build=ufm_sphere,
+    kinds=MINIBATCH_KINDS,
     pinned=NO_BIAS,
     closed_form=_closed_form,
     targets=_targets,

@@ -21,12 +21,13 @@ import optax
 from jaxtyping import Array
 
 from gflow import theory
-from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars
+from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars, unit_weights
 from gflow.models.options import (
     CLASSES,
     DIM,
     ETF_METRICS,
     IMBALANCED_METRICS,
+    MINIBATCH_KINDS,
     ORTHOGONAL_METRICS,
     PER_CLASS,
     STRUCTURE,
@@ -42,9 +43,12 @@ LOSSES = ("ce", "mse")
 CLASSIFIERS = ("learned", "fixed-etf")
 
 
-def mean_squared_error(outputs, onehot, axis: int = 1):
-    """(1/(2N)) ||outputs - Y||_F^2 for outputs (N, K); ``axis`` is the class axis."""
-    return jnp.sum(optax.l2_loss(outputs, onehot)) / (outputs.size // outputs.shape[axis])
+def mean_squared_error(outputs, onehot, axis: int = 1, weights=None):
+    """(1/(2N)) ||outputs - Y||_F^2 for outputs (N, K); ``axis`` is the class axis. With
+    per-sample ``weights`` w (N,): (1/(2N)) sum_i w_i ||outputs_i - Y_i||^2 (None: w = 1)."""
+    count = outputs.size // outputs.shape[axis]
+    w = unit_weights(count, outputs.dtype) if weights is None else weights
+    return jnp.sum(jnp.expand_dims(w, axis) * optax.l2_loss(outputs, onehot)) / count
 
 
 class UFM(Model):
@@ -102,11 +106,13 @@ class UFM(Model):
         b = params["b"] if self.has_bias else jnp.zeros((K,), W.dtype)
         return Readout(W, params["H"], b, jnp.asarray(self.labels))
 
-    def loss(self, params):
+    def weighted_loss(self, params, weights):
+        """The loss with per-sample weights w (N,) on its data term (``loss``: w = 1)."""
         W, H, b, _ = self.readout(params)
         fit = cross_entropy if self.loss_kind == "ce" else mean_squared_error
         # logits as (K, N), the sample axis minor: 1.3-1.6x faster on CPU than (N, K)
-        value = fit(W @ H.T + b[:, None], self.onehot(axis=0), 0) + 0.5 * self.wd_H * jnp.sum(H**2)
+        value = fit(W @ H.T + b[:, None], self.onehot(axis=0), 0, weights)
+        value = value + 0.5 * self.wd_H * jnp.sum(H**2)
         if self.learns_W:
             value = value + 0.5 * self.wd_W * jnp.sum(W**2)
         if self.has_bias:
@@ -280,6 +286,7 @@ UFM_CE = ModelSpec(
     "2021)",
     options=_UFM_OPTIONS,
     build=functools.partial(ufm, loss="ce"),
+    kinds=MINIBATCH_KINDS,
     check=_check_fixed_etf,
     closed_form=_ce_closed_form,
     targets=lambda o: ("nc1", "nc3", "nc4") if o["classifier"] == "fixed-etf"
@@ -295,6 +302,7 @@ UFM_MSE = ModelSpec(
     summary="the same with the MSE loss, the bias unregularized by default (Tirer & Bruna 2022)",
     options=tuple(o.with_default(0.0) if o is WD_B else o for o in _UFM_OPTIONS),
     build=functools.partial(ufm, loss="mse"),
+    kinds=MINIBATCH_KINDS,
     check=_check_fixed_etf,
     closed_form=_mse_closed_form,
     targets=lambda o: IMBALANCED_METRICS if imbalanced(o)
