@@ -24,6 +24,14 @@ METHODS = ("dense", "lanczos")
 
 
 def num_params(params) -> int:
+    """P, the number of scalar parameters of a pytree.
+
+    Args:
+        params: a parameter pytree.
+
+    Returns:
+        The total size of its leaves.
+    """
     return sum(x.size for x in jax.tree.leaves(params))
 
 
@@ -33,7 +41,18 @@ def _flat(loss: Callable, params):
 
 
 def dense_extreme_eigenvalues(loss: Callable, params) -> tuple[jax.Array, jax.Array]:
-    """(smallest, largest) eigenvalue of the full Hessian (P <= DENSE_LIMIT)."""
+    """(smallest, largest) eigenvalue of the full (P, P) Hessian, by ``eigvalsh``: exact.
+
+    Args:
+        loss: a scalar function of the parameter pytree.
+        params: the point, a pytree of P <= DENSE_LIMIT scalars.
+
+    Returns:
+        (smallest, largest), scalars.
+
+    Raises:
+        ValueError: P > DENSE_LIMIT.
+    """
     flat, f = _flat(loss, params)
     if flat.size > DENSE_LIMIT:
         raise ValueError(
@@ -47,7 +66,20 @@ def dense_extreme_eigenvalues(loss: Callable, params) -> tuple[jax.Array, jax.Ar
 def lanczos_extreme_eigenvalues(
     loss: Callable, params, iters: int = 60, key: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """(smallest, largest) Ritz value after ``iters`` Lanczos steps on v -> Hess(loss) v."""
+    """(smallest, largest) Ritz value after ``iters`` Lanczos steps on v -> Hess(loss) v.
+
+    Hessian-vector products forward-over-reverse, full re-orthogonalization; the extreme Ritz
+    values converge first, and they are exact when iters >= P.
+
+    Args:
+        loss: a scalar function of the parameter pytree.
+        params: the point, a pytree.
+        iters: the Lanczos steps (at most P are taken).
+        key: the random start vector's key (default ``PRNGKey(0)``).
+
+    Returns:
+        (smallest, largest), scalars.
+    """
     flat, f = _flat(loss, params)
     m = min(iters, flat.size)
     grad = jax.grad(f)
@@ -81,7 +113,20 @@ def lanczos_extreme_eigenvalues(
 
 
 def extreme_eigenvalues(loss: Callable, params, method: str = "dense", iters: int = 60):
-    """(smallest, largest) Hessian eigenvalue by ``method`` ("dense" or "lanczos")."""
+    """(smallest, largest) Hessian eigenvalue of ``loss`` at ``params``.
+
+    Args:
+        loss: a scalar function of the parameter pytree.
+        params: the point, a pytree.
+        method: "dense" (exact, P <= DENSE_LIMIT) or "lanczos".
+        iters: the Lanczos steps.
+
+    Returns:
+        (smallest, largest), scalars.
+
+    Raises:
+        ValueError: an unknown method, or "dense" beyond DENSE_LIMIT parameters.
+    """
     if method == "dense":
         return dense_extreme_eigenvalues(loss, params)
     if method == "lanczos":

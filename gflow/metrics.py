@@ -24,7 +24,16 @@ Scalar = Float[Array, ""]
 
 
 def class_means(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int):
-    """Class means mu_k as rows, shape (K, d)."""
+    """Class means mu_k (the mean of the h_i with y_i = k, any class sizes) as rows.
+
+    Args:
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        The means, (K, d).
+    """
     # one-hot average Y^T H / n_k: a matrix product gives the same bits run after run on every
     # backend (a segment sum's scatter-add uses atomics on GPUs, so its order varies)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=H.dtype)
@@ -34,7 +43,16 @@ def class_means(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: i
 
 
 def centred_means(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int):
-    """M as rows: mu_k - mu_G, shape (K, d), with mu_G the mean of the class means."""
+    """Centred class means M as rows: mu_k - mu_G, with mu_G the mean of the class means.
+
+    Args:
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        M, (K, d); its rows sum to 0.
+    """
     means = class_means(H, labels, num_classes)
     return means - jnp.mean(means, axis=0)
 
@@ -56,6 +74,14 @@ def nc1(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> S
     Computed as (1/N) ||E (M^+)^T||_F^2 with E the within-class deviations (N, d) and M^+ the
     pseudo-inverse of the centred means (K, d): equal to the trace form, with a (K, d) SVD in place
     of a (d, d) one.
+
+    Args:
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        NC1, a scalar: 0 when every feature is at its class mean.
     """
     M = centred_means(H, labels, num_classes)
     E = _within_class_deviations(H, labels, num_classes)
@@ -63,26 +89,60 @@ def nc1(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> S
 
 
 def nc1_quotient(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> Scalar:
-    """Tr(Sigma_W) / Tr(Sigma_B) (Tirer et al. 2023; rhubarbwu's ``quotient``)."""
+    """NC1 as the quotient Tr(Sigma_W) / Tr(Sigma_B) (Tirer et al. 2023; rhubarbwu's ``quotient``).
+
+    Args:
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        The quotient, a scalar.
+    """
     M = centred_means(H, labels, num_classes)
     E = _within_class_deviations(H, labels, num_classes)
     return (jnp.sum(E**2) / H.shape[0]) / (jnp.sum(M**2) / num_classes)
 
 
 def nc2(W: Float[Array, "K d"]) -> Scalar:
-    """NC2 of the classifier: || W W^T/||W W^T||_F - P/sqrt(K-1) ||_F (Zhu et al. 2021)."""
+    """NC2 of the classifier: || W W^T/||W W^T||_F - P/sqrt(K-1) ||_F (Zhu et al. 2021).
+
+    Args:
+        W: classifier rows, (K, d).
+
+    Returns:
+        The distance, a scalar: 0 for a simplex ETF (any scale).
+    """
     return _simplex_distance(W @ W.T)
 
 
 def nc2_features(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> Scalar:
-    """NC2 of the centred class means, on M^T M (rhubarbwu's ``simplex_etf_error``)."""
+    """NC2 of the centred class means, on M M^T with M as rows (rhubarbwu's ``simplex_etf_error``).
+
+    Args:
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        The distance of the means' normalized Gram from the simplex ETF's, a scalar.
+    """
     M = centred_means(H, labels, num_classes)
     return _simplex_distance(M @ M.T)
 
 
 def orthogonal_frame_distance(vectors: Float[Array, "K d"]) -> Scalar:
-    """|| G/||G||_F - I/sqrt(K) ||_F with G the Gram of the rows (not centred): 0 for an
-    orthogonal frame of equal norms (MSE without bias; post-ReLU means of the extended UFM)."""
+    """|| G/||G||_F - I/sqrt(K) ||_F with G the Gram of the rows (not centred).
+
+    0 for an orthogonal frame of equal norms: the target of MSE without bias and of the post-ReLU
+    class means of the extended UFM.
+
+    Args:
+        vectors: the K rows, (K, d).
+
+    Returns:
+        The distance, a scalar.
+    """
     gram = vectors @ vectors.T
     K = gram.shape[0]
     return jnp.linalg.norm(
@@ -91,27 +151,70 @@ def orthogonal_frame_distance(vectors: Float[Array, "K d"]) -> Scalar:
 
 
 def nc3(W: Float[Array, "K d"], H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int):
-    """NC3 (self-duality, Papyan et al.): || W^T/||W||_F - M/||M||_F ||_F."""
+    """NC3 (self-duality, Papyan et al.): || W/||W||_F - M/||M||_F ||_F, M the centred means.
+
+    Args:
+        W: classifier rows, (K, d).
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        The distance, a scalar: 0 when the classifier rows are the centred means up to scale.
+    """
     M = centred_means(H, labels, num_classes)
     return jnp.linalg.norm(W / jnp.linalg.norm(W) - M / jnp.linalg.norm(M))
 
 
 def nc3_uncentred(W: Float[Array, "K d"], H: Float[Array, "N d"], labels, num_classes: int):
-    """|| W/||W||_F - Mu/||Mu||_F ||_F with Mu the raw (uncentred) class means as rows: the
-    self-duality of orthogonal frames (MSE without bias, post-ReLU extended-UFM features)."""
+    """|| W/||W||_F - Mu/||Mu||_F ||_F with Mu the raw (uncentred) class means as rows.
+
+    The self-duality of orthogonal frames (MSE without bias, post-ReLU extended-UFM features).
+
+    Args:
+        W: classifier rows, (K, d).
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        The distance, a scalar.
+    """
     means = class_means(H, labels, num_classes)
     return jnp.linalg.norm(W / jnp.linalg.norm(W) - means / jnp.linalg.norm(means))
 
 
 def nc3_duality(W: Float[Array, "K d"], H: Float[Array, "N d"], labels, num_classes: int):
-    """The other NC3 convention (tding1, rhubarbwu's ``self_duality_error``):
-    || W M/||W M||_F - P/sqrt(K-1) ||_F with M (d, K) the centred means as columns."""
+    """The other NC3 convention (tding1, rhubarbwu's ``self_duality_error``).
+
+    || W M/||W M||_F - P/sqrt(K-1) ||_F with M (d, K) the centred means as columns.
+
+    Args:
+        W: classifier rows, (K, d).
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        The distance, a scalar.
+    """
     M = centred_means(H, labels, num_classes)
     return _simplex_distance(W @ M.T)
 
 
 def nc4(W: Float[Array, "K d"], b: Float[Array, " K"], H: Float[Array, "N d"], labels, num_classes):
-    """NC4: fraction of samples where argmax_k (W h + b)_k != the nearest class mean."""
+    """NC4: the fraction of samples where argmax_k (W h + b)_k is not the nearest class mean.
+
+    Args:
+        W: classifier rows, (K, d).
+        b: bias, (K,).
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        The fraction in [0, 1], a scalar.
+    """
     means = class_means(H, labels, num_classes)
     predicted = jnp.argmax(H @ W.T + b, axis=1)
     sq_dist = jnp.sum(H**2, 1)[:, None] - 2 * H @ means.T + jnp.sum(means**2, 1)[None, :]
@@ -120,14 +223,35 @@ def nc4(W: Float[Array, "K d"], b: Float[Array, " K"], H: Float[Array, "N d"], l
 
 
 def bias_relation(W: Float[Array, "K d"], b: Float[Array, " K"], H, labels, num_classes: int):
-    """|| W mu_G + b ||: the classifier's output at the global mean (tding1's bias check)."""
+    """|| W mu_G + b ||: the classifier's output at the global mean (tding1's bias check).
+
+    Args:
+        W: classifier rows, (K, d).
+        b: bias, (K,).
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        The norm, a scalar.
+    """
     mu_G = jnp.mean(class_means(H, labels, num_classes), axis=0)
     return jnp.linalg.norm(W @ mu_G + b)
 
 
 def cdnv(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> Scalar:
-    """Class-distance normalized variance (Galanti et al. 2022), averaged over pairs k < l:
-    (sigma_k^2 + sigma_l^2) / (2 ||mu_k - mu_l||^2), sigma_k^2 = mean_{y_i=k} ||h_i - mu_k||^2."""
+    """Class-distance normalized variance (Galanti et al. 2022), averaged over pairs k < l.
+
+    (sigma_k^2 + sigma_l^2) / (2 ||mu_k - mu_l||^2), sigma_k^2 = mean_{y_i=k} ||h_i - mu_k||^2.
+
+    Args:
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        The mean over the K(K-1)/2 pairs, a scalar.
+    """
     means = class_means(H, labels, num_classes)
     E = _within_class_deviations(H, labels, num_classes)
     var = class_means(jnp.sum(E**2, axis=1, keepdims=True), labels, num_classes)[:, 0]
@@ -139,7 +263,14 @@ def cdnv(H: Float[Array, "N d"], labels: Int[Array, " N"], num_classes: int) -> 
 
 
 def equinorm(vectors: Float[Array, "K d"]) -> Scalar:
-    """Coefficient of variation (std / mean) of the row norms: 0 when all norms are equal."""
+    """Coefficient of variation (std / mean) of the row norms.
+
+    Args:
+        vectors: the rows, (K, d).
+
+    Returns:
+        A scalar: 0 when all norms are equal.
+    """
     norms = jnp.linalg.norm(vectors, axis=1)
     return jnp.std(norms) / jnp.mean(norms)
 
@@ -153,20 +284,44 @@ def _pairwise_cosines(vectors: Float[Array, "K d"]):
 
 
 def equiangularity(vectors: Float[Array, "K d"]) -> Scalar:
-    """Std of the pairwise cosines of the rows (k != l): 0 when equiangular."""
+    """Standard deviation of the pairwise cosines of the rows (k != l).
+
+    Args:
+        vectors: the rows, (K, d).
+
+    Returns:
+        A scalar: 0 when the rows are equiangular.
+    """
     cos, off, K = _pairwise_cosines(vectors)
     mean = jnp.sum(jnp.where(off, cos, 0.0)) / (K * (K - 1))
     return jnp.sqrt(jnp.sum(jnp.where(off, (cos - mean) ** 2, 0.0)) / (K * (K - 1)))
 
 
 def max_angle_deviation(vectors: Float[Array, "K d"]) -> Scalar:
-    """| mean pairwise cosine + 1/(K-1) |: 0 for a simplex ETF (maximally separated)."""
+    """| mean pairwise cosine + 1/(K-1) |.
+
+    Args:
+        vectors: the rows, (K, d).
+
+    Returns:
+        A scalar: 0 for a simplex ETF (maximally separated).
+    """
     cos, off, K = _pairwise_cosines(vectors)
     return jnp.abs(jnp.sum(jnp.where(off, cos, 0.0)) / (K * (K - 1)) + 1.0 / (K - 1))
 
 
 def margin(W: Float[Array, "K d"], b: Float[Array, " K"], H: Float[Array, "N d"], labels):
-    """Minimum margin min_i [ z_{i,y_i} - max_{j != y_i} z_{i,j} ], logits z = H W^T + b."""
+    """Minimum margin min_i [ z_(i,y_i) - max_(j != y_i) z_(i,j) ] of the logits z = H W^T + b.
+
+    Args:
+        W: classifier rows, (K, d).
+        b: bias, (K,).
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+
+    Returns:
+        The margin, a scalar: positive when every sample is classified correctly.
+    """
     logits = H @ W.T + b
     K = W.shape[0]
     own = jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
@@ -175,13 +330,35 @@ def margin(W: Float[Array, "K d"], b: Float[Array, " K"], H: Float[Array, "N d"]
 
 
 def normalized_margin(W: Float[Array, "K d"], b, H: Float[Array, "N d"], labels) -> Scalar:
-    """gamma = margin / (||W||_F^2/2 + ||H||_F^2/2) (Ji et al. 2022): scale-free for b = 0;
-    1/(sqrt(n)(K-1)) at the balanced ULPM optimum."""
+    """gamma = margin / (||W||_F^2/2 + ||H||_F^2/2) (Ji et al. 2022).
+
+    Scale-free for b = 0; 1/(sqrt(n)(K-1)) at the balanced ULPM optimum.
+
+    Args:
+        W: classifier rows, (K, d).
+        b: bias, (K,).
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+
+    Returns:
+        gamma, a scalar.
+    """
     return margin(W, b, H, labels) / (0.5 * jnp.sum(W**2) + 0.5 * jnp.sum(H**2))
 
 
 def evaluate(W, H, b, labels, num_classes: int) -> dict[str, Scalar]:
-    """Every metric above at one point, as a dict of scalars (vmap it for many points)."""
+    """Every metric above at one point (vmap it for many points).
+
+    Args:
+        W: classifier rows, (K, d).
+        H: features as rows, (N, d).
+        b: bias, (K,).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+
+    Returns:
+        The metrics by name (the saved variables ``nc1`` ... ``H_norm_sq``), each a scalar.
+    """
     K = num_classes
     M = centred_means(H, labels, K)
     return {
@@ -234,22 +411,32 @@ def kkt_residual(
     tol: float | None = None,
     return_converged: bool = False,
 ) -> tuple[Scalar, Scalar] | tuple[Scalar, Scalar, Bool[Array, ""]]:
-    """KKT residual of (W, H) for  min 1/2||W||^2 + 1/2||H||^2  s.t. (w_{y_i} - w_j).h_i >= 1
-    (Ji et al. 2022: unregularized ULPM flow converges in direction to such a KKT point).
+    """KKT residual of (W, H) for  min 1/2||W||^2 + 1/2||H||^2  s.t. (w_(y_i) - w_j).h_i >= 1.
 
+    Ji et al. 2022: the unregularized ULPM flow converges in direction to such a KKT point.
     Rescale theta = (W, H) to unit minimum margin (margins are 2-homogeneous), keep the active
     constraints (margin <= 1 + ``active_tol``), fit multipliers alpha >= 0 on them by
     non-negative least squares of theta = sum alpha_ij grad c_ij (accelerated projected
-    gradient until its gradient mapping is below ``tol`` times sqrt(lambda_max) ||theta||,
-    default 1000 machine epsilons, or ``iters`` steps), and return
+    gradient until its gradient mapping is below ``tol`` times sqrt(lambda_max) ||theta||, or
+    ``iters`` steps). Uses theta . grad c_ij = 2 c_ij, so only the constraint Gram matrix is
+    formed, never the Jacobian; the residual vector is formed directly (its Gram expansion would
+    lose half the digits).
 
-    - the relative stationarity residual ||theta - sum alpha grad c|| / ||theta||, and
-    - the complementary-slackness gap sum alpha |c - 1| / sum alpha over the active set,
-    - with ``return_converged``, also whether the fit met ``tol`` within ``iters`` steps.
+    Args:
+        W: classifier rows, (K, d).
+        H: features as rows, (N, d).
+        labels: the class of each row, (N,) ints in [0, K).
+        num_classes: K, a Python int (static under jit).
+        active_tol: a constraint is active when its rescaled margin is <= 1 + active_tol.
+        iters: the most projected-gradient steps of the multiplier fit.
+        tol: the fit's stopping tolerance (default 1000 machine epsilons).
+        return_converged: also return whether the fit met ``tol`` within ``iters`` steps.
 
-    Both are NaN where the point does not separate the classes (minimum margin <= 0). Uses
-    theta . grad c_ij = 2 c_ij, so only the constraint Gram matrix is formed, never the Jacobian;
-    the residual vector is formed directly (its Gram expansion would lose half the digits).
+    Returns:
+        (residual, slackness[, converged]): the relative stationarity residual
+        ||theta - sum alpha grad c|| / ||theta||, the complementary-slackness gap
+        sum alpha |c - 1| / sum alpha over the active set, and with ``return_converged`` a bool.
+        Both are NaN where the point does not separate the classes (minimum margin <= 0).
     """
     K, N = num_classes, H.shape[0]
     others = ~jax.nn.one_hot(labels, K, dtype=bool)  # constraint (i, j) exists for j != y_i

@@ -39,8 +39,19 @@ def _margin_label(ds) -> str:
 
 
 def band(ax, time, values, label=None, logy=True, logx=True, color=_MEDIAN):
-    """Draw on ``ax`` the median across inits of ``values`` (init, time) against ``time``, with
-    its 10-90% quantile band; log axes where asked (time 0 and non-positive values dropped)."""
+    """Draw the median across inits of ``values`` against ``time``, with its 10-90% quantile band.
+
+    Log axes where asked: time 0 and non-positive values are then dropped.
+
+    Args:
+        ax: the matplotlib Axes to draw on.
+        time: the saved times, (T,).
+        values: (init, T).
+        label: the median's legend label (default "median", with the band labelled too).
+        logy: a log y axis.
+        logx: a log x axis.
+        color: the colour of the median and of the band.
+    """
     values = np.asarray(values, float)
     keep = time > 0 if logx else np.ones_like(time, bool)
     t, v = time[keep], values[:, keep]
@@ -66,7 +77,17 @@ def _class_axes(ax, num_classes: int) -> None:
 
 
 def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
-    """Loss (minus the optimum when known), NC1-NC4 and ||W||_F^2 vs time, across inits."""
+    """Loss (minus the optimum when known), the target metrics and ||W||_F^2 vs time, across inits.
+
+    The panels are the metrics that vanish at the model's own target (``theory_metrics``); each
+    shows the median and the 10-90% band over the inits.
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+
+    Returns:
+        The figure.
+    """
     time = ds.time.values.astype(float)
     xlabel = ds.time.attrs.get("long_name", "time")
     with plt.rc_context(_STYLE):
@@ -140,8 +161,14 @@ def _config(ds: xr.Dataset) -> dict:
 
 
 def describe(ds: xr.Dataset) -> str:
-    """ ", K=4, d=8, n=5, wd_W=0.005, wd_H=0.005": the sizes and hyperparameters of the model
-    a results file holds (from its config), for figure titles."""
+    """The sizes and hyperparameters of the model a results file holds, for figure titles.
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+
+    Returns:
+        A string such as ``", K=4, d=8, n=5, wd_W=0.005, wd_H=0.005"`` (from its config).
+    """
     model = _config(ds).get("model", {})
     if not model:
         return ""
@@ -164,10 +191,18 @@ def describe(ds: xr.Dataset) -> str:
 
 
 def target_gram(ds: xr.Dataset) -> tuple[str, np.ndarray] | None:
-    """The classifier Gram W W^T (unit mean diagonal) at the model's target, where it is known
-    and does not depend on how the classes are arranged: the model's declaration
+    """The classifier Gram W W^T (unit mean diagonal) at the model's target, where it is known.
+
+    Known where it does not depend on how the classes are arranged: the model's declaration
     (``ModelSpec.gram``, e.g. SELI), else the simplex ETF (NC2 a target) or the orthogonal frame
-    (``orthogonal_classifier`` a target); None otherwise."""
+    (``orthogonal_classifier`` a target).
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+
+    Returns:
+        (name, Gram (K, K)), or None where no target Gram is known.
+    """
     from gflow.models import registry
     from gflow.results import target_metrics
 
@@ -190,8 +225,18 @@ def target_gram(ds: xr.Dataset) -> tuple[str, np.ndarray] | None:
 
 
 def plot_gram(ds: xr.Dataset, init: int = 0) -> plt.Figure:
-    """Final W W^T (scaled to unit diagonal mean) of one init, the target's Gram where the model
-    declares one (:func:`target_gram`), and their difference on its own scale."""
+    """Final W W^T of one init (scaled to unit diagonal mean) beside the target's Gram.
+
+    The target is the one the model declares (:func:`target_gram`); a third panel shows their
+    difference on its own scale.
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+        init: the index of the init to show.
+
+    Returns:
+        The figure.
+    """
     W = ds.W.isel(init=init).values
     gram = W @ W.T
     gram = gram / np.mean(np.diag(gram)) if np.any(gram) else gram
@@ -209,9 +254,19 @@ def plot_gram(ds: xr.Dataset, init: int = 0) -> plt.Figure:
 def plot_matrices(
     matrices: dict[str, np.ndarray], label: str = "value", difference: bool = False
 ) -> plt.Figure:
-    """Matrices side by side on one colour scale centred at 0 (rows and columns: classes), so
-    that small negative entries (an ETF's -1/(K-1)) stand apart from 0; values written in the
-    cells up to K = 8. ``difference``: a last panel, first minus second, on its own scale."""
+    """Matrices side by side on one colour scale centred at 0 (rows and columns: classes).
+
+    Small negative entries (an ETF's -1/(K-1)) stand apart from 0; values are written in the
+    cells up to K = 8.
+
+    Args:
+        matrices: the (K, K) matrices by panel title.
+        label: the colour bar's label.
+        difference: add a last panel, first minus second, on its own scale.
+
+    Returns:
+        The figure.
+    """
     from matplotlib.colors import TwoSlopeNorm
 
     values = np.concatenate([m.ravel() for m in matrices.values()])
@@ -247,9 +302,17 @@ def plot_matrices(
 
 
 def plot_observables(ds: xr.Dataset) -> plt.Figure | None:
-    """The model's own observables along the flow (what it adds beyond the NC metrics: the
-    Hessian's extreme eigenvalues, balancedness, per-layer NC, the smallest angle, ...), up to
-    six panels; None when it adds none."""
+    """The model's own observables along the flow, up to six panels.
+
+    What a model adds beyond the NC metrics: the Hessian's extreme eigenvalues, balancedness,
+    per-layer NC, the smallest angle, ...
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+
+    Returns:
+        The figure, or None when the model adds no observable.
+    """
     from gflow.variables import LONG_NAMES
 
     standard = set(_STANDARD_METRICS) | set(_metric_panels(ds))
@@ -279,10 +342,18 @@ def plot_observables(ds: xr.Dataset) -> plt.Figure | None:
 
 
 def plot_classes(ds: xr.Dataset) -> plt.Figure | None:
-    """Per class, for imbalanced classes: ||w_k||^2 and ||mu_k||^2 at the end (median over the
-    ok inits) against the closed form where the results carry one (``theory_W_row_norm_sq``,
-    ``theory_mean_norm_sq``): which classes the minority collapse shrinks or kills. None when
-    the classes are balanced."""
+    """Per class, for imbalanced classes: ||w_k||^2 and ||mu_k||^2 at the end, against theory.
+
+    Medians over the ok inits, with the closed form where the results carry one
+    (``theory_W_row_norm_sq``, ``theory_mean_norm_sq``): which classes the minority collapse
+    shrinks or kills.
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+
+    Returns:
+        The figure, or None when the classes are balanced.
+    """
     counts = ds.class_count.values
     if len(set(counts)) == 1:
         return None
@@ -320,7 +391,14 @@ _STANDARD_METRICS = (
 
 
 def class_colors(num_classes: int) -> list:
-    """One colour per class, the same in every figure (tab10, tab20, then a viridis ramp)."""
+    """One colour per class, the same in every figure (tab10, tab20, then a viridis ramp).
+
+    Args:
+        num_classes: K.
+
+    Returns:
+        K matplotlib colours.
+    """
     if num_classes <= 10:
         return [plt.get_cmap("tab10")(k) for k in range(num_classes)]
     if num_classes <= 20:
@@ -336,9 +414,19 @@ def _geometry(ds: xr.Dataset, init: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def principal_projection(ds: xr.Dataset, init: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Centred class means and classifier rows of one init at every saved time, projected on
-    the top two principal directions of their final values stacked: two (time, K, 2) arrays.
-    One basis for all times, so motion between snapshots is motion of the geometry."""
+    """Centred class means and classifier rows of one init at every saved time, in a fixed plane.
+
+    The plane is spanned by the top two principal directions of their final values stacked: one
+    basis for all times, so motion between snapshots is motion of the geometry. Needs
+    ``run.save_geometry = true``.
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+        init: the index of the init.
+
+    Returns:
+        (means, classifier): two (time, K, 2) arrays.
+    """
     means, W = _geometry(ds, init)
     final = np.concatenate([means[-1], W[-1]])
     _, _, vt = np.linalg.svd(final, full_matrices=False)
@@ -347,9 +435,20 @@ def principal_projection(ds: xr.Dataset, init: int = 0) -> tuple[np.ndarray, np.
 
 
 def plot_snapshot(ds: xr.Dataset, time_index: int = -1, init: int = 0, ax=None) -> plt.Figure:
-    """Class means (dots) and classifier rows (arrows) of one init at one saved time, in the
-    final principal plane, each scaled by its largest norm at that time (so early, small
-    states stay visible); one colour per class."""
+    """Class means (dots) and classifier rows (arrows) of one init at one saved time.
+
+    In the final principal plane (:func:`principal_projection`), each scaled by its largest norm
+    at that time (so early, small states stay visible); one colour per class.
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+        time_index: the index of the saved time.
+        init: the index of the init.
+        ax: the Axes to draw on (default: a new figure).
+
+    Returns:
+        The figure.
+    """
     means, W = principal_projection(ds, init)
     colors = class_colors(means.shape[1])
     with plt.rc_context(_STYLE):
@@ -371,7 +470,16 @@ def plot_snapshot(ds: xr.Dataset, time_index: int = -1, init: int = 0, ax=None) 
 
 
 def plot_snapshot_grid(ds: xr.Dataset, count: int = 6, init: int = 0) -> plt.Figure:
-    """``count`` snapshots (:func:`plot_snapshot`) at saved times spread over the run."""
+    """``count`` snapshots (:func:`plot_snapshot`) at saved times spread over the run.
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+        count: the number of snapshots.
+        init: the index of the init.
+
+    Returns:
+        The figure.
+    """
     indices = np.unique(np.linspace(0, ds.sizes["time"] - 1, count).round().astype(int))
     with plt.rc_context(_STYLE):
         cols = min(3, len(indices))
@@ -387,8 +495,17 @@ def plot_snapshot_grid(ds: xr.Dataset, count: int = 6, init: int = 0) -> plt.Fig
 
 
 def explorer(ds: xr.Dataset, init: int = 0):
-    """An ipywidgets slider over the saved times that redraws :func:`plot_snapshot` (for a live
-    notebook kernel; needs ipywidgets). Returns the ``ipywidgets.interactive`` widget."""
+    """An ipywidgets slider over the saved times that redraws :func:`plot_snapshot`.
+
+    For a live notebook kernel; needs ipywidgets (the ``explorer`` extra).
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+        init: the index of the init.
+
+    Returns:
+        The ``ipywidgets.interactive`` widget.
+    """
     import ipywidgets
     from IPython.display import display
 
@@ -404,8 +521,18 @@ def explorer(ds: xr.Dataset, init: int = 0):
 
 
 def plot_margin(ds: xr.Dataset) -> plt.Figure:
-    """ULPM: normalized margin (with its limit 1/(sqrt(n)(K-1))) and KKT residual vs time,
-    both on log time; median and 10-90% band across inits. Needs ``kkt_residual``."""
+    """ULPM: the normalized margin (with its limit) and the KKT residual vs time.
+
+    The limit is 1/(sqrt(n)(K-1)) (SELI's 1/||Zhat||_* for imbalanced classes); both panels on
+    log time, median and 10-90% band across inits.
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc)
+            with ``kkt_residual``.
+
+    Returns:
+        The figure.
+    """
     time = ds.time.values.astype(float)
     xlabel = ds.time.attrs.get("long_name", "time")
     with plt.rc_context(_STYLE):
@@ -426,8 +553,17 @@ def plot_margin(ds: xr.Dataset) -> plt.Figure:
 
 
 def plot_elastic(ds: xr.Dataset) -> plt.Figure:
-    """LE-ODE/LE-SDE: class-averaged margin m(t)/m(0) against the law exp((alpha - beta) t/K),
-    and within- vs between-class variance (NC1's numerator and denominator), on linear time."""
+    """LE-ODE/LE-SDE: the class-averaged margin m(t)/m(0) against the law exp((alpha - beta) t/K).
+
+    A second panel: within- vs between-class variance (NC1's numerator and denominator), on
+    linear time.
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+
+    Returns:
+        The figure.
+    """
     time = ds.time.values.astype(float)
     rate = ds.attrs["theory_margin_rate"]
     with plt.rc_context(_STYLE):
@@ -450,18 +586,40 @@ def plot_elastic(ds: xr.Dataset) -> plt.Figure:
     return fig
 
 
-def _savefig(fig: plt.Figure, path: Path) -> None:
-    """Write ``fig`` at 200 dpi with a tight bounding box and TrueType fonts: the style holds at
-    the save, where matplotlib reads those settings, not only while the figure is drawn."""
+def savefig(fig: plt.Figure, path: str | Path) -> Path:
+    """Write a figure in gflow's figure style, whoever drew it.
+
+    200 dpi, a tight bounding box and TrueType fonts in PDF and PS (not Type 3): the style holds
+    at the save, where matplotlib reads those settings, not only while the figure is drawn, so a
+    figure made with plain ``plt.subplots`` gets it too. The format follows the suffix.
+
+    Args:
+        fig: the figure.
+        path: the file to write (``.png``, ``.pdf``, ...); its folder must exist.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
     with plt.rc_context(_STYLE):
         fig.savefig(path, dpi=_STYLE["savefig.dpi"], bbox_inches=_STYLE["savefig.bbox"])
+    return path
 
 
 def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
-    """Write trajectories.{png,pdf} and gram.{png,pdf} into ``out``, observables.{png,pdf} when
-    the model saves its own observables, classes.{png,pdf} for imbalanced classes,
-    margin.{png,pdf} when the results carry a KKT residual and elastic.{png,pdf} for LE-ODE/SDE
-    runs; returns the paths."""
+    """Write the figures of a results Dataset into ``out``, each as PNG and PDF (:func:`savefig`).
+
+    trajectories and gram always; observables when the model saves its own observables, classes
+    for imbalanced classes, margin when the results carry a KKT residual and elastic for
+    LE-ODE/SDE runs.
+
+    Args:
+        ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
+        out: the folder (created if missing).
+
+    Returns:
+        The paths written.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -476,7 +634,7 @@ def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
     for name, fig in figures:
         for ext in ("png", "pdf"):
             path = out / f"{name}.{ext}"
-            _savefig(fig, path)
+            savefig(fig, path)
             paths.append(path)
         plt.close(fig)
     return paths
@@ -520,7 +678,14 @@ def plot_sweep(index: xr.Dataset) -> plt.Figure:
     |L - L*| and the relative error of ||W||^2 against the closed form, with the closed form's
     collapse boundary drawn where the model has one (the 0.5 contour of ``theory_collapsed``:
     K sqrt(n lam_W lam_H) = 1 for UFM-CE and for UFM-MSE). One axis: the same quantities as
-    curves. Other swept axes are reduced to their first value."""
+    curves. Other swept axes are reduced to their first value.
+
+    Args:
+        index: the sweep's index Dataset.
+
+    Returns:
+        The figure.
+    """
     index = index.load().copy()
     axes_ = _numeric_axes(index)
     if not axes_:
@@ -577,13 +742,21 @@ def plot_sweep(index: xr.Dataset) -> plt.Figure:
 
 
 def save_sweep_figures(index: xr.Dataset, out: str | Path) -> list[Path]:
-    """Write phase.{png,pdf} (:func:`plot_sweep`) into ``out``; returns the paths."""
+    """Write phase.{png,pdf} (:func:`plot_sweep`) into ``out``.
+
+    Args:
+        index: the sweep's index Dataset.
+        out: the folder (created if missing).
+
+    Returns:
+        The paths written.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fig = plot_sweep(index)
     paths = []
     for ext in ("png", "pdf"):
         paths.append(out / f"phase.{ext}")
-        _savefig(fig, paths[-1])
+        savefig(fig, paths[-1])
     plt.close(fig)
     return paths

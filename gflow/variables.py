@@ -57,8 +57,14 @@ NOT_PHYSICAL = frozenset({"status", "labels"})  # no units: a label or a categor
 
 
 def attributes(name: str) -> dict[str, str]:
-    """CF attributes of the variable ``name``: long_name and units ("1": dimensionless; the
-    initial parameters ``initial_<p>`` are described like the parameter)."""
+    """The CF attributes of the results variable ``name``.
+
+    Args:
+        name: a variable of a results file; ``initial_<p>`` is described like the parameter p.
+
+    Returns:
+        ``long_name`` and, for a physical quantity, ``units`` ("1": dimensionless).
+    """
     if name.startswith("initial_"):
         attrs = {"long_name": f"initial value of parameter {name[len('initial_') :]}"}
     else:

@@ -82,7 +82,7 @@ assert np.allclose(final.loss, opt.loss, rtol=1e-9)
 
 # %%
 fig = gflow.plots.plot_trajectories(ds)
-fig.savefig(FIGURES / "tour_trajectories.png")
+gflow.plots.savefig(fig, FIGURES / "tour_trajectories.png")
 plt.show()
 
 # %% [markdown]
@@ -92,7 +92,7 @@ plt.show()
 
 # %%
 fig = gflow.plots.plot_gram(ds, init=0)
-fig.savefig(FIGURES / "tour_gram.png")
+gflow.plots.savefig(fig, FIGURES / "tour_gram.png")
 plt.show()
 W = ds.W.isel(init=0).values
 gram = W @ W.T / np.mean(np.diag(W @ W.T))

@@ -58,7 +58,7 @@ print(ds.normalized_margin.isel(time=-1).values)
 
 # %%
 fig = gflow.plots.plot_margin(ds)
-fig.savefig(FIGURES / "ulpm_margin.png")
+gflow.plots.savefig(fig, FIGURES / "ulpm_margin.png")
 plt.show()
 
 # %% [markdown]

@@ -88,7 +88,7 @@ fig = gflow.plots.plot_matrices(
     },
     label="entry",
 )
-fig.savefig(FIGURES / "mse_frames.png")
+gflow.plots.savefig(fig, FIGURES / "mse_frames.png")
 plt.show()
 
 # %% [markdown]
@@ -105,5 +105,5 @@ for ax, (name, ds) in zip(axes, runs.items(), strict=True):
         ax.loglog(t, ds[metric].median("init").values[1:], label=label)
     ax.set(title=name, xlabel="flow time", ylabel="distance (median over inits)")
     ax.legend(frameon=False)
-fig.savefig(FIGURES / "mse_metrics.png")
+gflow.plots.savefig(fig, FIGURES / "mse_metrics.png")
 plt.show()

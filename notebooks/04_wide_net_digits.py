@@ -69,7 +69,7 @@ for ax, (var, title, logy) in zip(axes, panels, strict=True):
         gflow.plots.band(ax, ds.time.values, ds[var], label=name, logy=logy, color=colors[name])
     ax.set(title=title, xlabel="GD step", ylabel=var.replace("_", " "))
 axes[0].legend(frameon=False)
-fig.savefig(FIGURES / "wide_net.png")
+gflow.plots.savefig(fig, FIGURES / "wide_net.png")
 plt.show()
 
 # %% [markdown]

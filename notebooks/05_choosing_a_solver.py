@@ -67,7 +67,7 @@ axes[0, 0].set_ylabel("relative error of the state at t1")
 handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
 fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=7,
            frameon=False)  # fmt: skip
-fig.savefig(FIGURES / "work_precision.png")
+gflow.plots.savefig(fig, FIGURES / "work_precision.png")
 plt.show()
 
 # %% [markdown]

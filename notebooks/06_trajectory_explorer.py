@@ -54,7 +54,7 @@ ds.W_path
 # %%
 if HEADLESS:
     fig = gflow.plots.plot_snapshot_grid(ds, count=6, init=0)
-    fig.savefig(FIGURES / "explorer_grid.png")
+    gflow.plots.savefig(fig, FIGURES / "explorer_grid.png")
     plt.show()
 else:
     from IPython.display import display

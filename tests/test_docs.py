@@ -1,6 +1,6 @@
-"""The models describe themselves: README's generated parts match the declarations, and the
-declarations match the model pytrees (a structure option changes the program, a
-hyperparameter only a leaf)."""
+"""The models describe themselves: README's generated parts and the docs site's generated
+pages match the declarations, and the declarations match the model pytrees (a structure option
+changes the program, a hyperparameter only a leaf)."""
 
 import dataclasses
 
@@ -16,6 +16,67 @@ from gflow.models.base import hyperparameters
 def test_readme_holds_the_generated_text():
     text = docs.README.read_text()
     assert docs.render(text) == text, "README.md is stale: run `python -m gflow.docs`"
+
+
+@pytest.fixture(scope="module")
+def pages():
+    return docs.site_pages()
+
+
+def test_the_site_holds_the_generated_pages(pages):
+    stale = [p.relative_to(docs.ROOT) for p, text in pages.items()
+             if not p.is_file() or p.read_text() != text]  # fmt: skip
+    assert not stale, f"{stale} stale: run `python -m gflow.docs`"
+    assert not docs.stale_pages(pages), "generated pages without a source: `python -m gflow.docs`"
+
+
+def test_every_page_is_in_the_nav_and_every_model_on_the_models_page(pages):
+    yaml = pytest.importorskip("yaml")  # mkdocs's own dependency (the docs extra)
+    site = yaml.safe_load((docs.ROOT / "mkdocs.yml").read_text())
+
+    def paths(nav):
+        for entry in nav:
+            value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+            yield from paths(value) if isinstance(value, list) else [value]
+
+    in_nav = set(paths(site["nav"]))
+    on_disk = {p.relative_to(docs.DOCS).as_posix() for p in docs.DOCS.rglob("*.md")}
+    assert on_disk == in_nav
+    models = pages[docs.DOCS / "models.md"]
+    assert all(f"\n## `{name}`\n" in models for name in registry.MODEL_NAMES)
+    notebooks = sorted(docs.NOTEBOOKS.glob("0*.py"))
+    assert {f"notebooks/{py.stem}.md" for py in notebooks} <= in_nav
+
+
+def test_every_module_has_an_api_page():
+    import pkgutil
+
+    import gflow
+
+    modules = {m.name for m in pkgutil.walk_packages(gflow.__path__, "gflow.") if not m.ispkg}
+    on_pages = {m for page in docs.api_modules().values() for m in page}
+    assert modules - {"gflow.__main__"} <= on_pages
+
+
+def test_a_notebook_page_embeds_the_figures_its_cells_save(pages):
+    for py in sorted(docs.NOTEBOOKS.glob("0*.py")):
+        saved = docs._SAVED.findall(py.read_text())
+        assert saved, f"{py.name} saves no figure through gflow.plots.savefig"
+        page = pages[docs.DOCS / "notebooks" / f"{py.stem}.md"]
+        for name in saved:
+            assert (docs.GALLERY / name).is_file(), f"notebooks/gallery/{name}: run `make gallery`"
+            assert f"](gallery/{name})" in page
+
+
+def test_docstring_markdown_keeps_formulas_and_code():
+    text = docs.docstring_markdown(
+        "The loss (:func:`gflow.theory.\n    seli`):\n    L = (1/N) sum_i CE(z_i, y_i)\n"
+        "a_b * c with ``x_y``\n- a list"
+    )
+    assert text.splitlines() == [
+        "The loss (`gflow.theory.seli`):", "", "    L = (1/N) sum_i CE(z_i, y_i)", "",
+        "a\\_b \\* c with ``x_y``", "", "- a list",
+    ]  # fmt: skip
 
 
 def test_every_field_is_documented():

@@ -204,20 +204,35 @@ def gradient_flow(
     clock_times: bool = False,
     observe_after: bool = False,
 ) -> Trajectory:
-    """Integrate -grad ``loss`` (or ``drift``, if given) from ``params0`` over [0, save_ts[-1]]
-    (or until the norm of that vector field falls below ``stop_grad_tol``).
+    """Integrate -grad ``loss`` (or ``drift``) from ``params0`` with a diffrax ODE solver.
 
-    ``observe(params) -> dict of scalars`` is evaluated at each of ``save_ts`` (increasing, in
-    [0, t1]). Returns observations of shape (T,), the state at t1 (or where the solve stopped),
-    the status and the number of accepted solver steps. ``clock="log"`` integrates the same path
-    in s = log(1 + t), d theta/ds = e^s (-grad L), for long horizons (``dt0`` is then in s).
-    ``clock_times``: ``save_ts`` are given in the solver's clock already (log(1 + t) for the log
-    clock, computed on the host in float64; a traced array).
+    The flow runs over [0, save_ts[-1]], or until the norm of the vector field falls below
+    ``stop_grad_tol`` (a diffrax event). ``clock="log"`` integrates the same path in
+    s = log(1 + t), d theta/ds = e^s (-grad L), for long horizons (``dt0`` is then in s). Every
+    setting that does not change shapes (``save_ts``, rtol, atol, dt0, stop_grad_tol) may be a
+    traced array: one compiled solve then serves all their values.
 
-    ``observe_after``: see :func:`integrate`.
+    Args:
+        loss: a scalar function of the parameter pytree.
+        params0: the initial parameter pytree.
+        save_ts: the T times to observe at, increasing, in [0, t1]; the last is t1.
+        observe: ``observe(params) -> dict`` of scalars, evaluated at each of ``save_ts``.
+        solver: a name of :data:`SOLVERS` (fixed-step ones need ``dt0``).
+        rtol: relative tolerance of the PID step-size controller.
+        atol: absolute tolerance of the controller.
+        dt0: the initial (or fixed) step; None: chosen by the solver.
+        max_steps: the most accepted steps; reaching it marks the status ``max_steps``.
+        progress: show diffrax's progress meter.
+        stop_grad_tol: stop once ||grad L|| (or ||drift||) is below this; None: run to t1.
+        clock: "plain" (t) or "log" (s = log(1 + t)).
+        drift: the model's own vector field ``drift(params) -> params``, in place of -grad loss.
+        clock_times: ``save_ts`` are in the solver's clock already (log(1 + t) for the log clock,
+            computed on the host in float64; a traced array).
+        observe_after: see :func:`integrate`.
 
-    Every setting that does not change shapes (``save_ts``, rtol, atol, dt0, stop_grad_tol) may
-    be a traced array: one compiled solve then serves all their values.
+    Returns:
+        The trajectory: observations of shape (T,), the state at t1 (or where the solve stopped),
+        the status (an index into ``STATUS``) and the number of accepted solver steps.
     """
     dtype = state_dtype(params0)
     move = velocity(loss, drift)

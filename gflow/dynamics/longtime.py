@@ -53,8 +53,18 @@ def _tree_dot(a, b):
 
 
 def log_time_flow(loss: Callable, params0, save_ts: np.ndarray, observe: Callable, **options):
-    """Gradient flow in s = log(1 + t): d theta/ds = e^s (-grad L), saving at the flow times
-    ``save_ts``; the options of :func:`gflow.dynamics.gradient_flow`."""
+    """Gradient flow in s = log(1 + t): d theta/ds = e^s (-grad L), saving at the flow times.
+
+    Args:
+        loss: a scalar function of the parameter pytree.
+        params0: the initial parameter pytree.
+        save_ts: the flow times t to observe at.
+        observe: ``observe(params) -> dict`` of scalars.
+        **options: the options of :func:`gflow.dynamics.gradient_flow`.
+
+    Returns:
+        The trajectory, observed at ``save_ts``.
+    """
     return gradient_flow(loss, params0, save_ts, observe, clock="log", **options)
 
 
@@ -73,7 +83,23 @@ def loss_time_flow(
 ) -> Trajectory:
     """Plain flow to t = ``switch``, then the flow in u = -log L up to t = save_ts[-1].
 
-    Needs L > 0 tending to 0 along the flow. ``num_steps`` counts the steps of both phases.
+    Needs L > 0 tending to 0 along the flow (the ULPM without weight decay): the loss clock
+    reaches t = 1e100 in a few hundred steps.
+
+    Args:
+        loss: a scalar function of the parameter pytree, positive.
+        params0: the initial parameter pytree.
+        save_ts: the flow times t to observe at.
+        observe: ``observe(params) -> dict`` of scalars.
+        solver: a diffrax solver's name (both phases).
+        rtol: relative tolerance of the step-size control.
+        atol: absolute tolerance of the step-size control.
+        max_steps: the most steps of each phase.
+        switch: the flow time where the loss clock takes over.
+        progress: show diffrax's progress meter.
+
+    Returns:
+        The trajectory; ``num_steps`` counts the steps of both phases.
     """
     dtype = state_dtype(params0)
     save_ts = np.asarray(save_ts, float)

@@ -44,9 +44,28 @@ def noisy_gradient_flow(
     drift: Callable | None = None,
     observe_after: bool = False,
 ) -> Trajectory:
-    """Solve the SDE from ``params0`` over [0, save_ts[-1]] with fixed steps ``dt0``; the drift
-    is -grad ``loss`` unless ``drift`` is given (``observe_after``: see
-    :func:`gflow.dynamics.flow.integrate`)."""
+    """Solve the SDE d theta = -grad L dt + noise dW from ``params0`` with fixed steps ``dt0``.
+
+    The drift is -grad ``loss`` unless ``drift`` is given; each init has its own Brownian path,
+    drawn from ``key``.
+
+    Args:
+        loss: a scalar function of the parameter pytree.
+        params0: the initial parameter pytree.
+        save_ts: the T times to observe at, increasing, in [0, t1]; the last is t1.
+        observe: ``observe(params) -> dict`` of scalars, evaluated at each of ``save_ts``.
+        key: the key of the Brownian path.
+        noise: sigma >= 0, the diffusion's scale.
+        dt0: the fixed step.
+        solver: "euler" (Euler-Maruyama) or "heun".
+        max_steps: the most steps; reaching it marks the status ``max_steps``.
+        progress: show diffrax's progress meter.
+        drift: the model's own drift ``drift(params) -> params``, in place of -grad loss.
+        observe_after: see :func:`gflow.dynamics.flow.integrate`.
+
+    Returns:
+        The trajectory: observations (T,), the final state, the status and the steps taken.
+    """
     dtype = state_dtype(params0)
     flat0, unravel = ravel_pytree(params0)
     save_ts = jnp.asarray(save_ts, dtype)

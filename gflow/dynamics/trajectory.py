@@ -10,11 +10,23 @@ from jaxtyping import Array, Float, Int
 
 # Status codes of a run, in the order of ``STATUS``; results.nc stores the names.
 STATUS = ("ok", "max_steps", "nan", "diverged", "failed")
+"""How a run ended, by index: ``Trajectory.status`` and the saved ``status`` (as names)."""
 OK, MAX_STEPS, NAN, DIVERGED, FAILED = range(len(STATUS))
 
 
 class Trajectory(NamedTuple):
-    """Observations at the saved times, the final parameters, and how the run ended."""
+    """What a dynamics returns for one initialization: observations, final state, how it ended.
+
+    A pytree (a NamedTuple), so ``vmap`` batches it: every field gains a leading init axis.
+
+    Attributes:
+        observed: the observations by name (e.g. loss and metrics), each (T,) at the saved times.
+        final: the parameter pytree at the end.
+        status: an index into :data:`STATUS`.
+        num_steps: the solver steps (flow, sde) or optimizer steps (gd) taken.
+        end_time: the flow time (or step) of ``final``: t1 unless the run stopped; None where a
+            dynamics does not record it.
+    """
 
     observed: dict[str, Float[Array, " T"]]  # e.g. loss and metrics at each saved time
     final: Any  # parameter pytree at the end

@@ -41,7 +41,14 @@ RANK_TOL = 1e-3  # numerical rank: singular values above this fraction of the la
 
 
 class Candidate(NamedTuple):
-    """A candidate critical point of the deep linear UFM, its scale optimized."""
+    """A candidate critical point of the deep linear UFM, its scale optimized.
+
+    Attributes:
+        name: etf | polygon | octahedron | zero (CE); orthogonal | zero (MSE).
+        rank: the rank of the class means (and of Zbar).
+        scale: g (ETF gap), r (polygon, octahedron), s (orthogonal frame); 0 for zero.
+        loss: F at the candidate.
+    """
 
     name: str  # etf | polygon | octahedron | zero (CE); orthogonal | zero (MSE)
     rank: int  # rank of the class means (and of Zbar)
@@ -50,7 +57,17 @@ class Candidate(NamedTuple):
 
 
 def penalty_constant(per_class: int, wd_W: float, wd_H: float, depth: int) -> float:
-    """c = (n lam_H lam_W^L)^{1/(L+1)}: the penalty is (L+1)/2 c sum_i sigma_i(Zbar)^{2/(L+1)}."""
+    """c = (n lam_H lam_W^L)^{1/(L+1)}: the penalty is (L+1)/2 c sum_i sigma_i(Zbar)^{2/(L+1)}.
+
+    Args:
+        per_class: n.
+        wd_W: lam_W.
+        wd_H: lam_H.
+        depth: L.
+
+    Returns:
+        c.
+    """
     return (per_class * wd_H * wd_W**depth) ** (1.0 / (depth + 1))
 
 
@@ -85,8 +102,24 @@ def _check(classes: int, per_class: int, wd_W: float, wd_H: float, depth: int) -
 def deep_ce_candidates(
     classes: int, per_class: int, wd_W: float, wd_H: float, depth: int
 ) -> dict[str, Candidate]:
-    """The candidates of the module docstring by name (polygon for K >= 3, octahedron for
-    K = 6; a shape whose 1-d objective has no minimum at a nonzero scale is left out)."""
+    """The candidates of the module docstring by name, each at its optimal scale.
+
+    The polygon exists for K >= 3 and the octahedron for K = 6; a shape whose 1-d objective has
+    no minimum at a nonzero scale is left out. ``zero`` is always there.
+
+    Args:
+        classes: K.
+        per_class: n.
+        wd_W: lam_W > 0.
+        wd_H: lam_H > 0.
+        depth: L >= 1, the number of weight layers.
+
+    Returns:
+        The candidates by name.
+
+    Raises:
+        ValueError: a weight decay is not positive, or depth < 1, classes < 2, per_class < 1.
+    """
     _check(classes, per_class, wd_W, wd_H, depth)
     K, L = classes, depth
     c, p = penalty_constant(per_class, wd_W, wd_H, L), 2.0 / (L + 1)
@@ -135,8 +168,21 @@ def deep_ce_candidates(
 
 
 def deep_ce_optimum(classes: int, per_class: int, wd_W: float, wd_H: float, depth: int):
-    """The lowest of :func:`deep_ce_candidates` (the ETF at depth 1; low rank for L >= 2 when
-    the weight decay is large enough, e.g. the octahedron at K = 6, n = 5, lam = 5e-3, L = 3)."""
+    """The lowest of :func:`deep_ce_candidates`.
+
+    The ETF at depth 1; low rank for L >= 2 when the weight decay is large enough, e.g. the
+    octahedron at K = 6, n = 5, lam = 5e-3, L = 3.
+
+    Args:
+        classes: K.
+        per_class: n.
+        wd_W: lam_W > 0.
+        wd_H: lam_H > 0.
+        depth: L >= 1, the number of weight layers.
+
+    Returns:
+        The candidate of lowest loss.
+    """
     found = deep_ce_candidates(classes, per_class, wd_W, wd_H, depth)
     return min(found.values(), key=lambda cand: cand.loss)
 
@@ -144,11 +190,23 @@ def deep_ce_optimum(classes: int, per_class: int, wd_W: float, wd_H: float, dept
 def deep_mse_optimum(
     classes: int, per_class: int, wd_W: float, wd_H: float, depth: int
 ) -> Candidate:
-    """Deep linear UFM with MSE, no bias: ||Zbar - I||^2 >= sum_i (sigma_i - 1)^2 (equality for
-    Zbar symmetric PSD), so every singular value minimizes the same
-    h(s) = (s - 1)^2/(2K) + (L+1)/2 c s^{2/(L+1)}: Zbar = s I, an orthogonal frame of rank K, with
-    F = K h(s), or Zbar = 0 (F = 1/2) when that is lower. L = 1: s = 1 - K sqrt(n lam_H lam_W)
-    (Tirer & Bruna 2022)."""
+    """The optimum of the deep linear UFM with MSE, no bias.
+
+    ||Zbar - I||^2 >= sum_i (sigma_i - 1)^2 (equality for Zbar symmetric PSD), so every singular
+    value minimizes the same h(s) = (s - 1)^2/(2K) + (L+1)/2 c s^{2/(L+1)}: Zbar = s I, an
+    orthogonal frame of rank K, with F = K h(s), or Zbar = 0 (F = 1/2) when that is lower.
+    L = 1: s = 1 - K sqrt(n lam_H lam_W) (Tirer & Bruna 2022).
+
+    Args:
+        classes: K.
+        per_class: n.
+        wd_W: lam_W > 0.
+        wd_H: lam_H > 0.
+        depth: L >= 1, the number of weight layers.
+
+    Returns:
+        ``orthogonal`` at its scale s, or ``zero``.
+    """
     _check(classes, per_class, wd_W, wd_H, depth)
     K, L = classes, depth
     c = penalty_constant(per_class, wd_W, wd_H, L)
@@ -160,7 +218,19 @@ def deep_mse_optimum(
 
 
 def candidate_logits(name: str, classes: int, scale: float) -> np.ndarray:
-    """Zbar (K, K) of a candidate at its scale: the class means' logits, symmetric PSD."""
+    """Zbar of a candidate at its scale: the class means' logits, symmetric PSD.
+
+    Args:
+        name: etf | polygon | octahedron | orthogonal | zero.
+        classes: K.
+        scale: the candidate's scale (:class:`Candidate`).
+
+    Returns:
+        Zbar, (K, K).
+
+    Raises:
+        ValueError: an unknown name.
+    """
     K = classes
     if name == "etf":
         return scale * (np.eye(K) - np.ones((K, K)) / K)
@@ -180,10 +250,26 @@ def candidate_logits(name: str, classes: int, scale: float) -> np.ndarray:
 def balanced_factors(
     logits: np.ndarray, per_class: int, wd_W: float, wd_H: float, depth: int, dim: int
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A minimal-cost factorization of a symmetric PSD Zbar = U diag(s) U^T (K, K):
-    class means M_0 (K, dim) and weights [W_1 (dim, dim), ..., W_L (K, dim)] with
-    M_0 W_1^T ... W_L^T = Zbar and every factor of singular values (a s)^{1/(L+1)} (M_0 divided
-    by a), a = sqrt(n lam_H / lam_W); set h_i = M_0[y_i] for a point of the full model."""
+    """A minimal-cost factorization of a symmetric PSD Zbar = U diag(s) U^T.
+
+    Class means M_0 and weights with M_0 W_1^T ... W_L^T = Zbar and every factor of singular
+    values (a s)^{1/(L+1)} (M_0 divided by a), a = sqrt(n lam_H / lam_W); set h_i = M_0[y_i] for a
+    point of the full model.
+
+    Args:
+        logits: Zbar, (K, K), symmetric PSD.
+        per_class: n.
+        wd_W: lam_W.
+        wd_H: lam_H.
+        depth: L.
+        dim: d >= K.
+
+    Returns:
+        (M_0 (K, dim), [W_1 (dim, dim), ..., W_(L-1) (dim, dim), W_L (K, dim)]).
+
+    Raises:
+        ValueError: dim < K.
+    """
     eigval, eigvec = np.linalg.eigh(logits)
     keep = eigval > 1e-12 * max(eigval.max(), 1e-300)
     U, s = eigvec[:, keep], eigval[keep]
@@ -199,7 +285,15 @@ def balanced_factors(
 
 
 def numerical_rank(matrix: np.ndarray, tol: float = RANK_TOL) -> int:
-    """Singular values above ``tol`` times the largest (0 for a zero matrix)."""
+    """The number of singular values above ``tol`` times the largest.
+
+    Args:
+        matrix: any 2-d array.
+        tol: the relative threshold (:data:`RANK_TOL`).
+
+    Returns:
+        The rank; 0 for a zero matrix.
+    """
     sv = np.linalg.svd(np.asarray(matrix, float), compute_uv=False)
     return int(np.sum(sv > tol * sv[0])) if sv.size and sv[0] > 0 else 0
 
@@ -207,10 +301,21 @@ def numerical_rank(matrix: np.ndarray, tol: float = RANK_TOL) -> int:
 def nearest_candidate(
     loss: float, rank: int, candidates: dict[str, Candidate], rtol: float = 1e-6
 ) -> str:
-    """The candidate a final state reached: the one of the same class-mean rank whose loss is
-    within ``rtol`` (relative) of ``loss`` (zero: by the loss alone, as vanishing class means
-    have no numerical rank), else ``"other (rank r, loss x)"``; a state that is still moving,
-    or a critical point not among the candidates, is "other"."""
+    """The candidate a final state reached.
+
+    The one of the same class-mean rank whose loss is within ``rtol`` (relative) of ``loss``
+    (zero: by the loss alone, as vanishing class means have no numerical rank); a state that is
+    still moving, or a critical point not among the candidates, is "other".
+
+    Args:
+        loss: the final loss.
+        rank: the numerical rank of the final class means.
+        candidates: :func:`deep_ce_candidates` (or any candidates by name).
+        rtol: the relative tolerance on the loss.
+
+    Returns:
+        The candidate's name, or ``"other (rank r, loss x)"``.
+    """
     for cand in sorted(candidates.values(), key=lambda c: abs(c.loss - loss)):
         close = abs(cand.loss - loss) <= rtol * abs(cand.loss)
         if close and (cand.rank == rank or cand.name == "zero"):

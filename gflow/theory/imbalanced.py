@@ -40,7 +40,15 @@ def _counts(counts: Sequence[int]) -> np.ndarray:
 
 
 class SELI(NamedTuple):
-    """The SELI geometry at the SVM scale (minimum margin 1)."""
+    """The SELI geometry at the SVM scale (minimum margin 1), :func:`seli`.
+
+    Attributes:
+        Z: H W^T = Zhat = Y - 11^T/K, (N, K), rows per sample grouped by class.
+        W_gram: W W^T = (P D P)^{1/2}, (K, K).
+        means_gram: M M^T of the raw class means, (K, K).
+        nuclear_norm: ||Zhat||_* = tr (P D P)^{1/2}, the SVM value 1/2 (||W||^2 + ||H||^2).
+        margin: the max normalized margin 1/||Zhat||_* (balanced: 1/(sqrt(n)(K-1))).
+    """
 
     Z: np.ndarray  # H W^T = Zhat = Y - 11^T/K, (N, K), rows per sample grouped by class
     W_gram: np.ndarray  # W W^T = (P D P)^{1/2}, (K, K)
@@ -54,7 +62,16 @@ def seli(counts: Sequence[int]) -> SELI:
 
     Zhat = Y - 11^T/K = Y P, so Zhat^T Zhat = P D P; W W^T = (P D P)^{1/2},
     M M^T = D^{-1/2} (D^{1/2} P D^{1/2})^{1/2} D^{-1/2}. The normalized margin
-    min_{i, j != y_i} (z_{i,y_i} - z_{i,j}) / (||W||^2/2 + ||H||^2/2) is at most 1/||Zhat||_*.
+    min_(i, j != y_i) (z_(i,y_i) - z_(i,j)) / (||W||^2/2 + ||H||^2/2) is at most 1/||Zhat||_*.
+
+    Args:
+        counts: the K >= 2 per-class counts n_k.
+
+    Returns:
+        The geometry.
+
+    Raises:
+        ValueError: fewer than two counts, or a count below 1.
     """
     ns = _counts(counts)
     K = len(ns)
@@ -69,15 +86,34 @@ def seli(counts: Sequence[int]) -> SELI:
 
 
 def seli_distance(Z: np.ndarray, counts: Sequence[int]) -> float:
-    """|| Z/||Z||_F - Zhat/||Zhat||_F ||_F for logits Z = H W^T (N, K): the direction distance
-    to SELI (in [0, 2]; 0 iff Z is a positive multiple of Zhat)."""
+    """|| Z/||Z||_F - Zhat/||Zhat||_F ||_F: the direction distance of logits Z = H W^T to SELI.
+
+    Args:
+        Z: logits H W^T, (N, K), rows grouped by class.
+        counts: the per-class counts n_k.
+
+    Returns:
+        The distance, in [0, 2]; 0 iff Z is a positive multiple of Zhat.
+    """
     target = seli(counts).Z
     Z = np.asarray(Z, float)
     return float(np.linalg.norm(Z / np.linalg.norm(Z) - target / np.linalg.norm(target)))
 
 
 class UFMMSEImbalancedOptimum(NamedTuple):
-    """Global minimizer of UFM-MSE without bias, imbalanced (Dang et al. 2023)."""
+    """Global minimizer of UFM-MSE without bias, imbalanced (Dang et al. 2023).
+
+    Attributes:
+        sigma: (K,) per-class singular values (sqrt(n_k) - N c)_+ of X = D^{1/2} M W^T.
+        alive: (K,) bool, sigma_k > 0 (class k dies, w_k = mu_k = 0, iff n_k <= N^2 c^2).
+        critical_c: (K,) sqrt(n_k)/N: class k dies once sqrt(wd_W wd_H) reaches it.
+        W_gram: W W^T = sqrt(wd_H/wd_W) diag(sigma), (K, K).
+        means_gram: M M^T = sqrt(wd_W/wd_H) diag(sigma/n), (K, K).
+        HW: M W^T = diag(sigma/sqrt(n)), (K, K).
+        W_norm_sq: sqrt(wd_H/wd_W) sum sigma.
+        H_norm_sq: sqrt(wd_W/wd_H) sum sigma.
+        loss: sum_k (sqrt(n_k) - sigma_k)^2/(2N) + c sigma_k.
+    """
 
     sigma: np.ndarray  # (K,) per-class singular values (sqrt(n_k) - N c)_+ of X = D^{1/2} M W^T
     alive: np.ndarray  # (K,) bool, sigma_k > 0 (class k dies, w_k = mu_k = 0, iff n_k <= N^2 c^2)
@@ -93,12 +129,22 @@ class UFMMSEImbalancedOptimum(NamedTuple):
 def ufm_mse_imbalanced_optimum(
     counts: Sequence[int], wd_W: float, wd_H: float
 ) -> UFMMSEImbalancedOptimum:
-    """Closed-form minimizer of L = (1/(2N)) ||H W^T - Y||^2 + wd_W/2 ||W||^2 + wd_H/2 ||H||^2
-    for per-class counts n_k (needs d >= K, wd_W, wd_H > 0; Dang et al. 2023).
+    """Minimizer of (1/(2N)) ||H W^T - Y||^2 + wd_W/2 ||W||^2 + wd_H/2 ||H||^2, imbalanced classes.
 
-    Features collapse to their means; with X = D^{1/2} M W^T the loss is
-    (1/(2N)) ||X - D^{1/2}||^2 + c ||X||_*, c = sqrt(wd_W wd_H), minimized by singular-value
-    thresholding: X = diag(sigma), sigma_k = (sqrt(n_k) - N c)_+.
+    Dang et al. 2023 (needs d >= K). Features collapse to their means; with X = D^{1/2} M W^T
+    the loss is (1/(2N)) ||X - D^{1/2}||^2 + c ||X||_*, c = sqrt(wd_W wd_H), minimized by
+    singular-value thresholding: X = diag(sigma), sigma_k = (sqrt(n_k) - N c)_+.
+
+    Args:
+        counts: the per-class counts n_k.
+        wd_W: weight decay of W, > 0.
+        wd_H: weight decay of H, > 0.
+
+    Returns:
+        The optimum.
+
+    Raises:
+        ValueError: a weight decay is not positive, or the counts are not K >= 2 positive ints.
     """
     if wd_W <= 0 or wd_H <= 0:
         raise ValueError("wd_W, wd_H: the UFM-MSE closed form needs both weight decays > 0")
@@ -115,15 +161,25 @@ def ufm_mse_imbalanced_optimum(
 
 
 def minority_merge_threshold(counts: Sequence[int], group: Sequence[int] | None = None) -> float:
-    """sqrt(n_B)/N: a group of equal-size classes (n_B samples each; default the classes of the
-    smallest count, at least two) shares one class mean and one classifier row at the UFM-CE
-    optimum (d >= K, wd_W, wd_H > 0) iff sqrt(wd_W wd_H) >= this value. Continuous: the split
-    of the means and classifiers vanishes like (threshold - c)^{1/2}; independent of wd_b and
-    of whether there is a bias.
+    """sqrt(n_B)/N: where a group of equal-size minority classes merges at the UFM-CE optimum.
 
-    From the nuclear-norm subgradient of the convex reduction (:func:`ufm_ce_imbalanced_optimum`):
-    merged rows of X are equal, and equality is optimal iff their difference in the CE gradient,
-    of size sqrt(n_B)/N per unit of the split, fits under c.
+    A group of equal-size classes (n_B samples each) shares one class mean and one classifier
+    row at the UFM-CE optimum (d >= K, wd_W, wd_H > 0) iff sqrt(wd_W wd_H) >= this value.
+    Continuous: the split of the means and classifiers vanishes like (threshold - c)^{1/2};
+    independent of wd_b and of whether there is a bias. From the nuclear-norm subgradient of the
+    convex reduction (:func:`ufm_ce_imbalanced_optimum`): merged rows of X are equal, and equality
+    is optimal iff their difference in the CE gradient, of size sqrt(n_B)/N per unit of the
+    split, fits under c.
+
+    Args:
+        counts: the per-class counts n_k.
+        group: the classes of the group (default: those of the smallest count, at least two).
+
+    Returns:
+        The threshold on sqrt(wd_W wd_H).
+
+    Raises:
+        ValueError: the group has fewer than two classes or classes of different sizes.
     """
     ns = _counts(counts)
     group = np.flatnonzero(ns == ns.min()) if group is None else np.asarray(group, int)
@@ -135,7 +191,20 @@ def minority_merge_threshold(counts: Sequence[int], group: Sequence[int] | None 
 
 
 class UFMCEImbalancedOptimum(NamedTuple):
-    """Global minimizer of UFM-CE, imbalanced, from its convex reduction."""
+    """Global minimizer of UFM-CE, imbalanced, from its convex reduction.
+
+    Attributes:
+        loss: F*.
+        X: D^{1/2} M W^T at the optimum, (K, K).
+        b: (K,) bias (0 without; with wd_b = 0 fixed only up to + const 1).
+        sigma: the singular values of X, descending.
+        W_gram: W W^T = sqrt(wd_H/wd_W) (X^T X)^{1/2}.
+        means_gram: M M^T = sqrt(wd_W/wd_H) D^{-1/2} (X X^T)^{1/2} D^{-1/2}.
+        W_norm_sq: sqrt(wd_H/wd_W) ||X||_*.
+        H_norm_sq: sqrt(wd_W/wd_H) ||X||_*.
+        iterations: the proximal-gradient iterations taken.
+        converged: False where max_iter ran out before the proximal step fell below tol.
+    """
 
     loss: float  # F*
     X: np.ndarray  # D^{1/2} M W^T at the optimum, (K, K)
@@ -159,19 +228,34 @@ def ufm_ce_imbalanced_optimum(
     tol: float = 1e-12,
     max_iter: int = 200_000,
 ) -> UFMCEImbalancedOptimum:
-    """Minimizer of UFM-CE (1/N) sum_i CE(W h_i + b, y_i) + wd_W/2 ||W||^2 + wd_H/2 ||H||^2
-    + wd_b/2 ||b||^2 for per-class counts n_k (needs d >= K, wd_W, wd_H > 0).
+    """Minimizer of UFM-CE for per-class counts n_k (needs d >= K, wd_W, wd_H > 0).
 
+    The loss (1/N) sum_i CE(W h_i + b, y_i) + wd_W/2 ||W||^2 + wd_H/2 ||H||^2 + wd_b/2 ||b||^2.
     Features collapse to their class means M (K, d) (strict convexity in each h_i); with
     X = D^{1/2} M W^T and c = sqrt(wd_W wd_H), the balanced factorization of X gives the convex
     problem (Hong & Ling 2023)
 
-        F* = min_{X, b} (1/N) sum_k n_k CE(X_k/sqrt(n_k) + b, k) + c ||X||_* + wd_b/2 ||b||^2,
+        F* = min_(X, b) (1/N) sum_k n_k CE(X_k/sqrt(n_k) + b, k) + c ||X||_* + wd_b/2 ||b||^2,
 
     solved here by accelerated proximal gradient (FISTA with restarts; singular-value soft
     thresholding), step N for X and 1/(1 + wd_b) for b (the smooth part's curvature is at most
     1/N in X and 1 + wd_b in b). From X = U S V^T: M = (wd_W/wd_H)^{1/4} D^{-1/2} U S^{1/2} R^T,
     W = (wd_H/wd_W)^{1/4} V S^{1/2} R^T for any orthogonal R (d, K).
+
+    Args:
+        counts: the per-class counts n_k.
+        wd_W: weight decay of W, > 0.
+        wd_H: weight decay of H, > 0.
+        wd_b: weight decay of b.
+        bias: whether the model learns a bias.
+        tol: stop once a proximal step moves X (scaled by 1/sqrt(N)) and b by less than this.
+        max_iter: the most iterations.
+
+    Returns:
+        The optimum, with the iterations taken and whether ``tol`` was met.
+
+    Raises:
+        ValueError: a weight decay is not positive, or the counts are not K >= 2 positive ints.
     """
     if wd_W <= 0 or wd_H <= 0:
         raise ValueError("wd_W, wd_H: the UFM-CE closed form needs both weight decays > 0")

@@ -73,6 +73,19 @@ def etf_loss_profile(
 
     phi_CE' = -(1 - p); phi_LS' = -(1 - p) + alpha (K - 1)/K;
     phi_FL' = -(1 - p)^gamma (gamma p phi_CE + 1 - p), using dp/dg = p (1 - p).
+
+    Args:
+        kind: "ce", "ls" or "focal".
+        classes: K.
+        margin: g >= 0.
+        smoothing: alpha in [0, 1), label smoothing (kind "ls").
+        focal_gamma: gamma >= 0, the focal exponent (kind "focal").
+
+    Returns:
+        (phi(g), phi'(g)).
+
+    Raises:
+        ValueError: an unknown kind, or smoothing or focal_gamma out of range.
     """
     _check(kind, smoothing, focal_gamma)
     K, g = classes, margin
@@ -89,7 +102,17 @@ def etf_loss_profile(
 
 
 def zero_loss(kind: str, classes: int, smoothing: float = 0.0, focal_gamma: float = 0.0) -> float:
-    """phi(0), the loss of W = H = 0 (b = 0): log K, for FL ((K - 1)/K)^gamma log K."""
+    """phi(0), the loss of W = H = 0 (b = 0): log K, for FL ((K - 1)/K)^gamma log K.
+
+    Args:
+        kind: "ce", "ls" or "focal".
+        classes: K.
+        smoothing: alpha in [0, 1), label smoothing (kind "ls").
+        focal_gamma: gamma >= 0, the focal exponent (kind "focal").
+
+    Returns:
+        phi(0).
+    """
     return etf_loss_profile(kind, classes, 0.0, smoothing, focal_gamma)[0]
 
 
@@ -97,7 +120,18 @@ def zero_stability_kappa(
     kind: str, classes: int, smoothing: float = 0.0, focal_gamma: float = 0.0
 ) -> float:
     """kappa = -phi'(0) K/(K - 1): W = H = 0 is a local minimum iff K sqrt(n wd_W wd_H) >= kappa.
-    CE 1, LS 1 - alpha, FL ((K - 1)/K)^gamma (1 + gamma log K/(K - 1))."""
+
+    CE 1, LS 1 - alpha, FL ((K - 1)/K)^gamma (1 + gamma log K/(K - 1)).
+
+    Args:
+        kind: "ce", "ls" or "focal".
+        classes: K.
+        smoothing: alpha in [0, 1), label smoothing (kind "ls").
+        focal_gamma: gamma >= 0, the focal exponent (kind "focal").
+
+    Returns:
+        kappa.
+    """
     K = classes
     return -etf_loss_profile(kind, K, 0.0, smoothing, focal_gamma)[1] * K / (K - 1)
 
@@ -105,8 +139,20 @@ def zero_stability_kappa(
 def zero_threshold_wd(
     kind: str, classes: int, per_class: int, smoothing: float = 0.0, focal_gamma: float = 0.0
 ) -> float:
-    """lambda_c = kappa/(K sqrt(n)): the sqrt(wd_W wd_H) from which W = H = 0 is locally stable
-    (the global threshold too where phi is convex, see :func:`zero_global_threshold_wd`)."""
+    """lambda_c = kappa/(K sqrt(n)): the sqrt(wd_W wd_H) from which W = H = 0 is locally stable.
+
+    The global threshold too where phi is convex, see :func:`zero_global_threshold_wd`.
+
+    Args:
+        kind: "ce", "ls" or "focal".
+        classes: K.
+        per_class: n.
+        smoothing: alpha in [0, 1), label smoothing (kind "ls").
+        focal_gamma: gamma >= 0, the focal exponent (kind "focal").
+
+    Returns:
+        lambda_c.
+    """
     kappa = zero_stability_kappa(kind, classes, smoothing, focal_gamma)
     return kappa / (classes * math.sqrt(per_class))
 
@@ -114,10 +160,22 @@ def zero_threshold_wd(
 def zero_global_threshold_wd(
     kind: str, classes: int, per_class: int, smoothing: float = 0.0, focal_gamma: float = 0.0
 ) -> float:
-    """The sqrt(wd_W wd_H) from which W = H = 0 is the global minimizer:
-    sup_{t > 0} (phi(0) - phi(g))/(K sqrt(n) t), g = t K/(K - 1) (F* = phi(0) iff
-    phi(g) + K sqrt(n) c t >= phi(0) for every t). Equal to :func:`zero_threshold_wd` (the
-    limit t -> 0) where phi is convex; larger where it is not (FL at large K)."""
+    """The sqrt(wd_W wd_H) from which W = H = 0 is the global minimizer.
+
+    sup_(t > 0) (phi(0) - phi(g))/(K sqrt(n) t), g = t K/(K - 1) (F* = phi(0) iff
+    phi(g) + K sqrt(n) c t >= phi(0) for every t). Equal to :func:`zero_threshold_wd` (the limit
+    t -> 0) where phi is convex; larger where it is not (FL at large K).
+
+    Args:
+        kind: "ce", "ls" or "focal".
+        classes: K.
+        per_class: n.
+        smoothing: alpha in [0, 1), label smoothing (kind "ls").
+        focal_gamma: gamma >= 0, the focal exponent (kind "focal").
+
+    Returns:
+        The threshold on sqrt(wd_W wd_H).
+    """
     K, n = classes, per_class
 
     def ratio(g):  # (phi(0) - phi(g))/(K sqrt(n) t), t = g (K - 1)/K
@@ -139,8 +197,18 @@ def zero_global_threshold_wd(
 
 
 class LossOptimum(NamedTuple):
-    """Global minimizer of the balanced UFM under CE, LS or FL (d >= K - 1), from the 1-d
-    reduction; W = H = 0 where ``collapsed`` is False."""
+    """Global minimizer of the balanced UFM under CE, LS or FL (d >= K - 1), from the 1-d reduction.
+
+    Attributes:
+        collapsed: a nonzero simplex ETF (False: W = H = 0).
+        t: ||w_k|| ||mu_k||.
+        margin: g = t K/(K - 1).
+        W_norm_sq: ||W||_F^2 = K t sqrt(n wd_H/wd_W).
+        H_norm_sq: ||H||_F^2 = N ||mu_k||^2 = K n t sqrt(wd_W/(n wd_H)).
+        loss: F*.
+        zero_loss: phi(0), the loss of W = H = 0.
+        zero_threshold_wd: lambda_c = kappa/(K sqrt(n)) (local stability of 0).
+    """
 
     collapsed: bool  # a nonzero simplex ETF (False: W = H = 0)
     t: float  # ||w_k|| ||mu_k||
@@ -161,10 +229,27 @@ def ufm_loss_optimum(
     smoothing: float = 0.0,
     focal_gamma: float = 0.0,
 ) -> LossOptimum:
-    """The 1-d reduction min_{t >= 0} phi(tK/(K-1)) + K sqrt(n) c t, solved globally: every
-    stationary point (a root of the derivative, bracketed on a grid of t in [0, phi(0)/(K sqrt(n)
-    c)], beyond which the objective exceeds phi(0)) and t = 0 are compared. ``kind`` is "ce",
-    "ls" (``smoothing`` alpha) or "focal" (``focal_gamma`` gamma); needs wd_W, wd_H > 0."""
+    """The 1-d reduction min_(t >= 0) phi(tK/(K-1)) + K sqrt(n) c t, solved globally.
+
+    Every stationary point (a root of the derivative, bracketed on a grid of t in
+    [0, phi(0)/(K sqrt(n) c)], beyond which the objective exceeds phi(0)) and t = 0 are compared;
+    c = sqrt(wd_W wd_H).
+
+    Args:
+        kind: "ce", "ls" or "focal".
+        classes: K.
+        per_class: n.
+        wd_W: weight decay of W, > 0.
+        wd_H: weight decay of H, > 0.
+        smoothing: alpha in [0, 1), label smoothing (kind "ls").
+        focal_gamma: gamma >= 0, the focal exponent (kind "focal").
+
+    Returns:
+        The optimum.
+
+    Raises:
+        ValueError: a weight decay is not positive, an unknown kind, or an option out of range.
+    """
     _check(kind, smoothing, focal_gamma)
     if wd_W <= 0 or wd_H <= 0:
         raise ValueError("wd_W, wd_H: the closed form needs both weight decays > 0")
@@ -200,22 +285,52 @@ def ufm_loss_optimum(
 
 
 def supcon_etf_loss(classes: int, per_class: int, feature_norm: float, temperature: float) -> float:
-    """F* = log(n - 1 + n (K - 1) exp(-rho^2 K/((K - 1) tau))): signed features, balanced,
-    d >= K - 1, at the simplex ETF of radius rho (Graf et al. 2021)."""
+    """F* = log(n - 1 + n (K - 1) exp(-rho^2 K/((K - 1) tau))) at the simplex ETF of radius rho.
+
+    Signed features, balanced, d >= K - 1 (Graf et al. 2021).
+
+    Args:
+        classes: K.
+        per_class: n >= 2.
+        feature_norm: rho > 0.
+        temperature: tau > 0.
+
+    Returns:
+        F*.
+    """
     K, n, rho, tau = classes, per_class, feature_norm, temperature
     return math.log(n - 1 + n * (K - 1) * math.exp(-(rho**2) * K / ((K - 1) * tau)))
 
 
 def supcon_orthogonal_loss(counts: Sequence[int], feature_norm: float, temperature: float) -> float:
-    """F* = (1/N) sum_k n_k log(n_k - 1 + (N - n_k) exp(-rho^2/tau)): non-negative features, any
-    counts, d >= K, at the orthogonal frame of radius rho (Kini et al. 2024)."""
+    """F* = (1/N) sum_k n_k log(n_k - 1 + (N - n_k) exp(-rho^2/tau)) at the orthogonal frame.
+
+    Non-negative features, any counts, d >= K, the frame of radius rho (Kini et al. 2024).
+
+    Args:
+        counts: the per-class counts n_k >= 2.
+        feature_norm: rho > 0.
+        temperature: tau > 0.
+
+    Returns:
+        F*.
+    """
     counts = np.asarray(counts, float)
     N, decay = counts.sum(), math.exp(-(feature_norm**2) / temperature)
     return float(np.sum(counts * np.log(counts - 1 + (N - counts) * decay)) / N)
 
 
 def supcon_loss(features: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    """The SupCon loss of features (N, d) as rows with integer labels (N,), directly."""
+    """The SupCon loss of given features, computed directly.
+
+    Args:
+        features: the features h_i as rows, (N, d).
+        labels: integer labels, (N,); every class needs two samples or more.
+        temperature: tau > 0.
+
+    Returns:
+        L.
+    """
     S = np.asarray(features, float) @ np.asarray(features, float).T / temperature
     N = S.shape[0]
     off = ~np.eye(N, dtype=bool)
@@ -227,8 +342,13 @@ def supcon_loss(features: np.ndarray, labels: np.ndarray, temperature: float) ->
 
 
 class SupConOptimum(NamedTuple):
-    """Global minimizer of the SupCon loss on features of norm rho: class means (K, d) (every
-    feature equals its class mean), its loss and the geometry's name."""
+    """Global minimizer of the SupCon loss on features of norm rho (every feature its class mean).
+
+    Attributes:
+        geometry: "simplex ETF" or "orthogonal frame".
+        means: the class means, (K, d), rows of norm rho.
+        loss: F*.
+    """
 
     geometry: str  # "simplex ETF" | "orthogonal frame"
     means: np.ndarray  # (K, d), rows of norm rho
@@ -238,8 +358,24 @@ class SupConOptimum(NamedTuple):
 def supcon_optimum(
     counts: Sequence[int], dim: int, feature_norm: float, temperature: float, nonnegative: bool
 ) -> SupConOptimum | None:
-    """The known optimum: non-negative features with d >= K, the orthogonal frame rho e_k (any
-    counts); signed, balanced with d >= K - 1, the simplex ETF; None otherwise."""
+    """The known optimum of the SupCon loss, where one is known.
+
+    Non-negative features with d >= K: the orthogonal frame rho e_k (any counts); signed,
+    balanced with d >= K - 1: the simplex ETF.
+
+    Args:
+        counts: the per-class counts n_k.
+        dim: d.
+        feature_norm: rho > 0.
+        temperature: tau > 0.
+        nonnegative: features h_i >= 0.
+
+    Returns:
+        The optimum, or None where no closed form is known.
+
+    Raises:
+        ValueError: feature_norm or temperature not positive.
+    """
     counts = tuple(int(c) for c in counts)
     K, rho = len(counts), feature_norm
     if feature_norm <= 0 or temperature <= 0:

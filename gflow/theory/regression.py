@@ -33,8 +33,18 @@ import numpy as np
 class RegressionOptimum(NamedTuple):
     """The global minimum of the regression UFM (W and H up to a rotation of the features).
 
-    ``W_gram_eigenvalues`` pair with ``spectrum`` (both descending); ``W_gram`` and ``bias``
-    are None when only the spectrum was given."""
+    Attributes:
+        loss: F*.
+        rank: #{mu_i > c}, the rank of W and of H.
+        threshold: c = N wd_W wd_H: the eigenvalues of Sigma above it survive.
+        spectrum: (m,) the eigenvalues mu_i of Sigma, descending.
+        W_gram_eigenvalues: (m,) sqrt(N wd_H/wd_W) (sqrt(mu_i) - sqrt(c))_+, paired with
+            ``spectrum``.
+        W_norm_sq: ||W||_F^2 = trace W W^T.
+        H_norm_sq: ||H||_F^2 = (wd_W/wd_H) ||W||_F^2.
+        W_gram: (m, m) W W^T; None when only the spectrum was given.
+        bias: (m,) b = ybar; None when only the spectrum was given.
+    """
 
     loss: float  # F*
     rank: int  # #{mu_i > c}: rank of W and of H
@@ -48,7 +58,14 @@ class RegressionOptimum(NamedTuple):
 
 
 def target_covariance(targets: np.ndarray) -> np.ndarray:
-    """Sigma = (1/N) Yc^T Yc, (m, m), of the centred targets Yc = Y - 1 ybar^T."""
+    """Sigma = (1/N) Yc^T Yc of the centred targets Yc = Y - 1 ybar^T.
+
+    Args:
+        targets: Y, (N, m).
+
+    Returns:
+        Sigma, (m, m).
+    """
     Y = np.asarray(targets, float)
     Yc = Y - Y.mean(axis=0)
     return Yc.T @ Yc / Y.shape[0]
@@ -57,8 +74,20 @@ def target_covariance(targets: np.ndarray) -> np.ndarray:
 def regression_spectrum_optimum(
     spectrum: Sequence[float], samples: int, wd_W: float, wd_H: float
 ) -> RegressionOptimum:
-    """F*, the rank and W W^T's eigenvalues from Sigma's eigenvalues ``spectrum`` and N alone
-    (wd_W, wd_H > 0)."""
+    """F*, the rank and W W^T's eigenvalues from Sigma's eigenvalues and N alone.
+
+    Args:
+        spectrum: the m eigenvalues mu_i of Sigma (any order).
+        samples: N.
+        wd_W: weight decay of W, > 0.
+        wd_H: weight decay of H, > 0.
+
+    Returns:
+        The optimum, without ``W_gram`` and ``bias``.
+
+    Raises:
+        ValueError: a weight decay is not positive.
+    """
     if not (wd_W > 0 and wd_H > 0):
         raise ValueError("regression_spectrum_optimum: needs wd_W > 0 and wd_H > 0")
     mu = np.sort(np.asarray(spectrum, float))[::-1]
@@ -74,9 +103,18 @@ def regression_spectrum_optimum(
 
 
 def regression_optimum(targets: np.ndarray, wd_W: float, wd_H: float) -> RegressionOptimum:
-    """The optimum for the targets Y (N, m): :func:`regression_spectrum_optimum` of Sigma's
-    eigenvalues, with W W^T = sqrt(N wd_H/wd_W) sum_i (sqrt(mu_i) - sqrt(c))_+ u_i u_i^T and
-    b = ybar."""
+    """The optimum for the targets Y: :func:`regression_spectrum_optimum` of Sigma's eigenvalues.
+
+    W W^T = sqrt(N wd_H/wd_W) sum_i (sqrt(mu_i) - sqrt(c))_+ u_i u_i^T and b = ybar.
+
+    Args:
+        targets: Y, (N, m).
+        wd_W: weight decay of W, > 0.
+        wd_H: weight decay of H, > 0.
+
+    Returns:
+        The optimum, with ``W_gram`` (m, m) and ``bias`` (m,).
+    """
     Y = np.asarray(targets, float)
     mu, U = np.linalg.eigh(target_covariance(Y))
     mu, U = mu[::-1], U[:, ::-1]

@@ -27,8 +27,14 @@ from gflow.theory.balanced import simplex_etf
 
 
 class SphereOptimum(NamedTuple):
-    """A global minimizer of the balanced normalized UFM (up to a rotation): the classifier
-    rows (unit, (K, d)), the features h_i = w_{y_i}, and its loss and smallest angle."""
+    """A global minimizer of the balanced normalized UFM (up to a rotation); features h_i = w_(y_i).
+
+    Attributes:
+        geometry: "simplex ETF", "regular K-gon" or "octahedron".
+        classifier: the unit classifier rows, (K, d).
+        loss: F*.
+        min_angle: the smallest angle between two classifier rows, radians.
+    """
 
     geometry: str  # "simplex ETF" | "regular K-gon" | "octahedron"
     classifier: np.ndarray  # (K, d), unit rows
@@ -37,32 +43,76 @@ class SphereOptimum(NamedTuple):
 
 
 def sphere_etf_loss(classes: int, scale: float) -> float:
-    """F* = log(1 + (K - 1) exp(-s K/(K - 1))) at the simplex ETF (K <= d + 1; Yaras et al.)."""
+    """F* = log(1 + (K - 1) exp(-s K/(K - 1))) at the simplex ETF (K <= d + 1; Yaras et al.).
+
+    Args:
+        classes: K.
+        scale: s, the logit scale.
+
+    Returns:
+        F*.
+    """
     K = classes
     return math.log1p((K - 1) * math.exp(-scale * K / (K - 1)))
 
 
 def sphere_polygon_loss(classes: int, scale: float) -> float:
-    """F* = log sum_{j<K} exp(s (cos(2 pi j/K) - 1)) at the regular K-gon (d = 2)."""
+    """F* = log sum_(j<K) exp(s (cos(2 pi j/K) - 1)) at the regular K-gon (d = 2).
+
+    Args:
+        classes: K.
+        scale: s, the logit scale.
+
+    Returns:
+        F*.
+    """
     angles = 2 * np.pi * np.arange(classes) / classes
     return float(np.log(np.sum(np.exp(scale * (np.cos(angles) - 1)))))
 
 
 def sphere_octahedron_loss(scale: float) -> float:
-    """F* = log(1 + 4 e^{-s} + e^{-2s}) at the octahedron +-e_i (K = 6, d = 3)."""
+    """F* = log(1 + 4 e^{-s} + e^{-2s}) at the octahedron +-e_i (K = 6, d = 3).
+
+    Args:
+        scale: s, the logit scale.
+
+    Returns:
+        F*.
+    """
     return math.log1p(4 * math.exp(-scale) + math.exp(-2 * scale))
 
 
 def sphere_min_angle(classes: int, dim: int) -> float | None:
-    """Smallest angle between two classifier rows at the known optimum: arccos(-1/(K - 1)) for
-    K <= d + 1, 2 pi/K for d = 2, pi/2 for the octahedron (K = 6, d = 3); None otherwise."""
+    """The smallest angle between two classifier rows at the known optimum.
+
+    arccos(-1/(K - 1)) for K <= d + 1, 2 pi/K for d = 2, pi/2 for the octahedron (K = 6, d = 3).
+
+    Args:
+        classes: K.
+        dim: d.
+
+    Returns:
+        The angle in radians, or None where no closed form is known.
+    """
     optimum = sphere_optimum(classes, dim, 1.0)
     return None if optimum is None else optimum.min_angle
 
 
 def sphere_optimum(classes: int, dim: int, scale: float) -> SphereOptimum | None:
-    """The known global minimizer for K classes in R^d at logit scale s > 0 (balanced classes),
-    or None where no closed form is known (K > d + 1 beyond the K-gon and the octahedron)."""
+    """The known global minimizer for K classes in R^d at logit scale s (balanced classes).
+
+    Args:
+        classes: K.
+        dim: d.
+        scale: s > 0.
+
+    Returns:
+        The optimum, or None where no closed form is known (K > d + 1 beyond the K-gon and the
+        octahedron).
+
+    Raises:
+        ValueError: scale is not positive.
+    """
     K, d = classes, dim
     if scale <= 0:
         raise ValueError(f"scale: the logit scale must be > 0, got {scale}")
