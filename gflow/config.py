@@ -52,6 +52,9 @@ ModelConfig = _model_config()
 
 @dataclasses.dataclass(frozen=True)
 class DynamicsConfig:
+    """The ``[dynamics]`` section: which dynamics (flow, gd, sde, sgd), its solver or optimizer,
+    its horizon and the saved times; each field's line is in :data:`DOCS`."""
+
     kind: str = "flow"
     solver: str = "tsit5"
     t1: float = 5000.0
@@ -72,6 +75,9 @@ class DynamicsConfig:
 
 @dataclasses.dataclass(frozen=True)
 class InitConfig:
+    """The ``[init]`` section: how many initializations, their seed and scale, or a file to start
+    from (TOML key ``from``); each field's line is in :data:`DOCS`."""
+
     count: int = 16
     seed: int = 0
     scale: float = 0.1
@@ -80,6 +86,9 @@ class InitConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
+    """The ``[run]`` section: precision, output folder, what else to save, and how the inits are
+    laid out over memory, devices and processes; each field's line is in :data:`DOCS`."""
+
     precision: str = "float32"
     matmul_precision: str = "highest"  # accelerators: highest (full float32) | high | default
     out: str = "runs/gflow"
@@ -158,13 +167,35 @@ DOCS = {
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """A whole simulation config, frozen and validated (build it with :func:`load`,
+    :func:`loads` or :func:`from_dict`); equal configs hash equal.
+
+    Attributes:
+        model: ``[model]``: the model's name and its options (:data:`ModelConfig`, the options
+            declared in :mod:`gflow.models.registry`).
+        dynamics: ``[dynamics]``: flow, gd, sde or sgd and their settings
+            (:class:`DynamicsConfig`).
+        init: ``[init]``: the initializations (:class:`InitConfig`).
+        run: ``[run]``: precision, output and layout (:class:`RunConfig`).
+    """
+
     model: ModelConfig = ModelConfig()
     dynamics: DynamicsConfig = DynamicsConfig()
     init: InitConfig = InitConfig()
     run: RunConfig = RunConfig()
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
-        """Copy with some fields changed: ``cfg.replace(run={"out": "x"})``; re-validated."""
+        """A copy with some fields changed, re-validated: ``cfg.replace(run={"out": "x"})``.
+
+        Args:
+            **sections: per section name, ``{key: value}`` in the TOML layout.
+
+        Returns:
+            The new Config.
+
+        Raises:
+            ConfigError: an unknown section, or a changed value is invalid.
+        """
         raw = to_dict(self)
         for section, values in sections.items():
             if section not in raw:
@@ -174,6 +205,7 @@ class Config:
 
     @property
     def num_samples(self) -> int:
+        """N, the model's samples in all (the sum of :func:`class_counts`)."""
         return sum(class_counts(self.model))
 
 
@@ -190,7 +222,14 @@ def _toml_key(section: str, field: str) -> str:
 
 
 def class_counts(model: ModelConfig) -> tuple[int, ...]:
-    """Per-class sample counts n_k (length ``classes``)."""
+    """Per-class sample counts n_k.
+
+    Args:
+        model: the ``[model]`` section (its ``classes`` and ``per_class``).
+
+    Returns:
+        The counts, one per class (``per_class`` repeated ``classes`` times, or its list).
+    """
     if isinstance(model.per_class, int):
         return (model.per_class,) * model.classes
     return tuple(model.per_class)
@@ -200,7 +239,16 @@ def class_counts(model: ModelConfig) -> tuple[int, ...]:
 
 
 def readable_file(field: str, path: Path, what: str) -> None:
-    """Raise a one-line ConfigError unless ``path`` is a file this process can read."""
+    """Raise a one-line ConfigError unless ``path`` is a file this process can read.
+
+    Args:
+        field: the field the message names (``init.from``, ``config``).
+        path: the path to check.
+        what: what the field wants, for the message ("a TOML config file").
+
+    Raises:
+        ConfigError: ``path`` is a folder, missing or unreadable.
+    """
     if path.is_dir():
         raise ConfigError(f"{field}: {path} is a folder; give {what}")
     if not path.is_file():
@@ -210,8 +258,19 @@ def readable_file(field: str, path: Path, what: str) -> None:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """``raw`` (TOML layout) with command-line assignments ``section.key=value`` applied; a
-    value is read as TOML (``10``, ``5e-3``, ``true``, ``[4, 8]``, ``"x"``), else as a string."""
+    """Command-line assignments applied to a config in the TOML layout.
+
+    Args:
+        raw: the config as nested dicts (changed in place).
+        overrides: ``section.key=value`` strings; a value is read as TOML (``10``, ``5e-3``,
+            ``true``, ``[4, 8]``, ``"x"``), else as a string.
+
+    Returns:
+        ``raw``, with the overrides applied.
+
+    Raises:
+        ConfigError: an override is not ``section.key=value``, or its section is not a table.
+    """
     for given in overrides:
         dotted, sep, text = given.partition("=")
         section, dot, key = dotted.strip().partition(".")
@@ -229,10 +288,22 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
 
 def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """Read and validate a TOML config file; a relative ``init.from`` in it is a path from the
-    config file's folder (``~`` expanded), as a config is written beside its start file.
-    ``overrides`` (``section.key=value``, see :func:`apply_overrides`) apply on top; a path
-    among them is from the current folder."""
+    """Read and validate a TOML config file.
+
+    A relative ``init.from`` in it is a path from the config file's folder (``~`` expanded), as
+    a config is written beside its start file.
+
+    Args:
+        path: the TOML file.
+        overrides: ``section.key=value`` strings applied on top (:func:`apply_overrides`); a
+            path among them is from the current folder.
+
+    Returns:
+        The validated Config.
+
+    Raises:
+        ConfigError: the file is unreadable or not TOML, or a field is invalid.
+    """
     path = Path(path).expanduser()
     readable_file("config", path, "a TOML config file")
     try:
@@ -247,7 +318,17 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
 
 
 def loads(text: str) -> Config:
-    """Parse and validate TOML text."""
+    """Parse and validate TOML text.
+
+    Args:
+        text: a config in TOML.
+
+    Returns:
+        The validated Config.
+
+    Raises:
+        ConfigError: the text is not TOML, or a field is invalid.
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -256,7 +337,18 @@ def loads(text: str) -> Config:
 
 
 def from_dict(raw: Mapping[str, Any]) -> Config:
-    """Build a :class:`Config` from nested mappings (TOML layout) and validate it."""
+    """Build a :class:`Config` from nested mappings and validate it; omitted fields take the
+    model's (and the dynamics kind's) defaults.
+
+    Args:
+        raw: ``{section: {key: value}}`` in the TOML layout (``init.from`` under its TOML name).
+
+    Returns:
+        The validated Config.
+
+    Raises:
+        ConfigError: an unknown section or key, a value of the wrong type, or an invalid field.
+    """
     for section in raw:
         if section not in _SECTIONS:
             raise ConfigError(f"{section}: unknown section; valid: {', '.join(_SECTIONS)}")
@@ -350,7 +442,14 @@ def _positive(field: str, value: float) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Raise :class:`ConfigError` on the first invalid field. Pure Python: nothing compiles."""
+    """Check every field and their combinations. Pure Python: nothing compiles.
+
+    Args:
+        cfg: the config.
+
+    Raises:
+        ConfigError: on the first invalid field, naming it and what would be valid.
+    """
     from gflow.dynamics.descent import OPTIMIZERS
     from gflow.dynamics.flow import FIXED_STEP_SOLVERS, SOLVERS
 
@@ -510,8 +609,15 @@ def _check_integer_limits(cfg: Config) -> None:
 
 
 def root_finding(d: DynamicsConfig) -> str:
-    """What in a flow solves for roots (optimistix Newton inside diffrax: an implicit solver or a
-    stop event), or "". Such solves cannot run under shard_map, so not in vectors of inits."""
+    """What in a flow solves for roots (optimistix Newton inside diffrax). Such solves cannot
+    run under shard_map, so not in vectors of inits.
+
+    Args:
+        d: the ``[dynamics]`` section.
+
+    Returns:
+        The implicit solver or stop event that finds roots, in words; "" when none does.
+    """
     from gflow.dynamics.flow import IMPLICIT_SOLVERS
 
     if d.kind != "flow":
@@ -579,8 +685,16 @@ def _check_model_dynamics(m, d: DynamicsConfig, r: RunConfig) -> None:
 
 
 def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
-    """Nested plain dict in the TOML layout (``init.from`` under its TOML name); the
-    ``[model]`` section holds the model's own options and pinned values only."""
+    """The config as nested plain dicts in the TOML layout.
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        ``{section: {key: value}}`` (``init.from`` under its TOML name, lists for tuples, None
+        fields left out); the ``[model]`` section holds the model's own options and pinned
+        values only.
+    """
     out: dict[str, dict[str, Any]] = {}
     spec = registry.SPECS.get(cfg.model.name)
     for section in _SECTIONS:
@@ -597,8 +711,15 @@ def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
 
 
 def dumps(cfg: Config) -> str:
-    """TOML text of a config, written by tomli-w (round-trips through :func:`loads`, whatever
-    text its strings hold): the sections in order, ``init.from`` under its TOML name."""
+    """The config as TOML text, written by tomli-w.
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        The TOML (:func:`to_dict`'s layout, the sections in order); it round-trips through
+        :func:`loads`, whatever text its strings hold.
+    """
     return tomli_w.dumps(to_dict(cfg))
 
 

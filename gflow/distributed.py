@@ -27,8 +27,12 @@ from gflow.config import ConfigError, RunConfig
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on: its affinity mask where the OS has one (Linux),
-    else ``os.cpu_count()``, else 1."""
+    """CPU cores this process may run on.
+
+    Returns:
+        The size of its affinity mask where the OS has one (Linux), else ``os.cpu_count()``,
+        else 1.
+    """
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -49,12 +53,24 @@ def use_cpu_cores() -> None:
 
 
 def local_mesh() -> Mesh:
-    """A 1-d mesh over this process's devices, axis ``init``."""
+    """A 1-d mesh over this process's devices.
+
+    Returns:
+        The ``Mesh`` of ``jax.local_devices()``, axis ``init``.
+    """
     return Mesh(np.array(jax.local_devices()), ("init",))
 
 
 def pad_to(tree, size: int):
-    """Pad the leading (init) axis of every leaf to ``size`` by repeating the last init."""
+    """Pad the leading (init) axis of every leaf by repeating the last init.
+
+    Args:
+        tree: a pytree of arrays with a leading init axis.
+        size: the length to pad to (leaves already this long or longer are kept).
+
+    Returns:
+        The pytree, each leaf's leading axis at least ``size``.
+    """
 
     def pad(x):
         extra = size - x.shape[0]
@@ -66,16 +82,31 @@ def pad_to(tree, size: int):
 
 
 def shard_inits(tree, mesh: Mesh):
-    """Place a batch (leading axis divisible by the mesh size) with its init axis split over
-    the mesh's devices."""
+    """Place a batch with its init axis split over the mesh's devices.
+
+    Args:
+        tree: a pytree of arrays, the leading axis divisible by the mesh size.
+        mesh: the mesh (:func:`local_mesh`).
+
+    Returns:
+        The pytree, each leaf a sharded ``jax.Array``.
+    """
     sharding = NamedSharding(mesh, PartitionSpec("init"))
     return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
 
 
 def per_device(fn, mesh: Mesh, replicated: int = 0):
     """``shard_map`` of a batched function over the mesh: each device runs ``fn`` on its own
-    slice of the init axis (no communication: inits are independent). The first
-    ``replicated`` arguments (shared data) go whole to every device."""
+    slice of the init axis (no communication: inits are independent).
+
+    Args:
+        fn: a function of batched arguments (leading init axis) returning a batched pytree.
+        mesh: the mesh (:func:`local_mesh`).
+        replicated: the first ``replicated`` arguments (shared data) go whole to every device.
+
+    Returns:
+        The sharded function, with ``fn``'s arguments.
+    """
     spec = PartitionSpec("init")
 
     def sharded(*args):
@@ -87,25 +118,51 @@ def per_device(fn, mesh: Mesh, replicated: int = 0):
 
 
 def chunks(start: int, stop: int, size: int) -> list[tuple[int, int]]:
-    """[start, stop) in consecutive blocks of at most ``size`` (0: one block)."""
+    """[start, stop) in consecutive blocks.
+
+    Args:
+        start: the first init.
+        stop: one past the last.
+        size: the most inits of a block; 0: one block.
+
+    Returns:
+        The blocks (lo, hi), in order.
+    """
     size = stop - start if size <= 0 else size
     return [(lo, min(lo + size, stop)) for lo in range(start, stop, max(size, 1))]
 
 
 def process_block(count: int, index: int, total: int) -> tuple[int, int]:
-    """The contiguous block [lo, hi) of ``count`` inits that process ``index`` of ``total``
-    solves (the first ``count % total`` processes take one more)."""
+    """The contiguous block of inits a process solves.
+
+    Args:
+        count: the inits of the run.
+        index: the process's index, 0 .. total - 1.
+        total: the number of processes.
+
+    Returns:
+        (lo, hi): inits [lo, hi); the first ``count % total`` processes take one more.
+    """
     base, extra = divmod(count, total)
     lo = index * base + min(index, extra)
     return lo, lo + base + (index < extra)
 
 
 def initialize(run: RunConfig) -> tuple[int, int]:
-    """Join a multi-process run if the config or environment asks for one; returns
-    (process index, process count). ``run.coordinator``: "" (single process, unless
-    $GFLOW_COORDINATOR is set), "auto" (let JAX read a cluster environment such as SLURM's), or
-    "host:port" with ``run.num_processes`` and ``run.process_id`` (or $GFLOW_NUM_PROCESSES,
-    $GFLOW_PROCESS_ID)."""
+    """Join a multi-process run if the config or environment asks for one.
+
+    Args:
+        run: the ``[run]`` section. ``run.coordinator``: "" (single process, unless
+            $GFLOW_COORDINATOR is set), "auto" (let JAX read a cluster environment such as
+            SLURM's), or "host:port" with ``run.num_processes`` and ``run.process_id`` (or
+            $GFLOW_NUM_PROCESSES, $GFLOW_PROCESS_ID); ``run.connect_timeout`` bounds the wait.
+
+    Returns:
+        (process index, process count); (0, 1) for a single process.
+
+    Raises:
+        ConfigError: the coordinator cannot be reached or joined in time.
+    """
     coordinator = run.coordinator or os.environ.get("GFLOW_COORDINATOR", "")
     if not coordinator:
         return 0, 1

@@ -26,8 +26,14 @@ SWEEP_FILES = ("sweep.toml", "index.nc", "points")
 
 
 def probe(folder: Path) -> None:
-    """Create ``folder`` and write (then remove) a temporary file in it, or raise a one-line
-    :class:`ConfigError` saying why it cannot be written."""
+    """Create ``folder`` and write (then remove) a temporary file in it.
+
+    Args:
+        folder: the output folder.
+
+    Raises:
+        ConfigError: it cannot be created or written (one line saying why).
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
@@ -61,8 +67,18 @@ def _holder(lock: Path) -> tuple[int, str, str] | None:
 
 @contextlib.contextmanager
 def hold(folder: Path, name: str = LOCK) -> Iterator[Path]:
-    """Hold ``folder``'s lock while the body runs; refuse (ConfigError) a folder whose lock
-    belongs to a live process; take over a lock whose process is gone."""
+    """Hold ``folder``'s lock while the body runs; take over a lock whose process is gone.
+
+    Args:
+        folder: the output folder.
+        name: the lock file's name (one per process of a multi-process run).
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        ConfigError: the lock belongs to a live process (the message names it).
+    """
     lock = folder / name
     record = f"{os.getpid()}\n{socket.gethostname()}\n{' '.join(sys.argv) or 'python'}\n"
     for _ in range(2):
@@ -93,12 +109,25 @@ def hold(folder: Path, name: str = LOCK) -> Iterator[Path]:
 
 
 def holds(folder: Path, names: tuple[str, ...]) -> list[str]:
-    """Which of ``names`` exist in ``folder``."""
+    """Which files or folders exist.
+
+    Args:
+        folder: the folder.
+        names: names in it.
+
+    Returns:
+        Those of ``names`` that exist in ``folder``.
+    """
     return [n for n in names if (folder / n).exists()]
 
 
 def clear(folder: Path, names: tuple[str, ...]) -> None:
-    """Remove the files and folders ``names`` from ``folder`` (``--overwrite``)."""
+    """Remove files and folders (``--overwrite``).
+
+    Args:
+        folder: the folder.
+        names: the files and folders in it to remove, where they exist.
+    """
     for n in holds(folder, names):
         path = folder / n
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -116,10 +145,26 @@ def _refuse(folder: Path, names: tuple[str, ...], what: str, overwrite: bool) ->
 
 
 def refuse_sweep_folder(folder: Path, overwrite: bool) -> None:
-    """A run into a sweep's folder: refused, or (``overwrite``) the sweep removed."""
+    """A run into a sweep's folder: refused, or the sweep removed.
+
+    Args:
+        folder: the run's output folder.
+        overwrite: remove the sweep's files instead of refusing.
+
+    Raises:
+        ConfigError: ``folder`` holds a sweep and ``overwrite`` is False.
+    """
     _refuse(folder, SWEEP_FILES, "a sweep", overwrite)
 
 
 def refuse_run_folder(folder: Path, overwrite: bool) -> None:
-    """A sweep into a run's folder: refused, or (``overwrite``) the run's results removed."""
+    """A sweep into a run's folder: refused, or the run's results removed.
+
+    Args:
+        folder: the sweep's output folder.
+        overwrite: remove the run's results instead of refusing.
+
+    Raises:
+        ConfigError: ``folder`` holds a run's results and ``overwrite`` is False.
+    """
     _refuse(folder, RUN_FILES, "a run's results", overwrite)

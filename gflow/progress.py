@@ -15,14 +15,23 @@ import time
 
 
 class Meter:
-    """Counts finished units of one solve at a time (thread-safe) and prints every 10%."""
+    """Counts finished units of one solve at a time (thread-safe) and prints every 10%.
+
+    One instance, :data:`METER`, serves the process; host callbacks of compiled solves call
+    its :meth:`add`.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.start(0, "")
 
     def start(self, total: int, unit: str) -> None:
-        """A new solve of ``total`` units (``unit`` names them, e.g. "of the steps")."""
+        """Start counting a new solve (closing the previous one's bar).
+
+        Args:
+            total: the units of work the solve holds; 0: count nothing.
+            unit: what they are, for the lines (e.g. "of the steps").
+        """
         with self._lock:
             self._close_bar()
             self.total, self.unit, self.done, self.shown = int(total), unit, 0, 0
@@ -37,7 +46,12 @@ class Meter:
             self.bar = None
 
     def add(self, units) -> None:
-        """``units`` more are finished (a host callback's argument: any int-like)."""
+        """Count finished work; prints a line at each further 10% (or moves the bar).
+
+        Args:
+            units: how many more units are finished (a host callback's argument: any
+                int-like).
+        """
         with self._lock:
             if self.total <= 0:
                 return

@@ -43,7 +43,19 @@ LIST_VALUED = {("model", "per_class"), ("model", "target_spectrum")}
 
 
 def axes(raw: Mapping[str, Any]) -> dict[tuple[str, str], list]:
-    """The sweep axes of a TOML-layout dict: {(section, key): values}, in file order."""
+    """The sweep axes of a config: the fields whose value is a list (a list of lists for the
+    list-valued fields per_class and target_spectrum).
+
+    Args:
+        raw: the config as nested dicts in the TOML layout.
+
+    Returns:
+        ``{(section, key): values}``, in file order.
+
+    Raises:
+        ConfigError: a field that cannot be swept holds a list, or a list is empty or repeats
+            a value.
+    """
     found = {}
     for section, values in raw.items():
         if not isinstance(values, Mapping):
@@ -66,8 +78,18 @@ def axes(raw: Mapping[str, Any]) -> dict[tuple[str, str], list]:
 
 
 def points(raw: Mapping[str, Any]) -> tuple[dict[tuple[str, str], list], list[tuple]]:
-    """Axes and the product grid: a list of (index tuple, validated Config) in C order.
-    Every point is validated here, before anything runs."""
+    """The axes and their product grid; every point is validated here, before anything runs.
+
+    Args:
+        raw: the sweep config as nested dicts in the TOML layout.
+
+    Returns:
+        ``(axes, grid)``: the axes (:func:`axes`) and the list of (index tuple, validated
+        Config) of every point, in C order.
+
+    Raises:
+        ConfigError: an axis is invalid, or a point's config is (the message names the point).
+    """
     grid_axes = axes(raw)
     out = []
     for index in itertools.product(*(range(len(v)) for v in grid_axes.values())):
@@ -87,7 +109,14 @@ def points(raw: Mapping[str, Any]) -> tuple[dict[tuple[str, str], list], list[tu
 
 
 def dimension_names(grid_axes) -> list[str]:
-    """Short dimension names: the key, or section.key where two sections share a key."""
+    """Short dimension names of the sweep axes.
+
+    Args:
+        grid_axes: the axes, ``{(section, key): values}``.
+
+    Returns:
+        Per axis, the key, or section.key where two sections share a key.
+    """
     keys = [k for _, k in grid_axes]
     return [k if keys.count(k) == 1 else f"{s}.{k}" for s, k in grid_axes]
 
@@ -107,15 +136,31 @@ FOLD_BYTES = 256 * 2**20
 
 
 def foldable(cfg: config_mod.Config) -> bool:
-    """Whether a point can share a batch with others: one process, and not split in chunks
-    (chunked or multi-process points run alone, with their parts, as ``gflow run`` does)."""
+    """Whether a point can share a batch with others.
+
+    Args:
+        cfg: the point's config.
+
+    Returns:
+        True for one process and no split in chunks (chunked or multi-process points run
+        alone, with their parts, as ``gflow run`` does).
+    """
     r = cfg.run
     return r.coordinator == "" and (r.chunk == 0 or r.chunk >= cfg.init.count)
 
 
 def plan(grid: list[tuple], todo: list[int]) -> list[list[int]]:
-    """The points ``todo`` grouped by compiled program (:func:`gflow.simulation.structure_key`),
-    groups in order of their first point, points in grid order within a group."""
+    """The points to run, grouped by compiled program.
+
+    Args:
+        grid: the grid, (index tuple, Config) per point (:func:`points`).
+        todo: the numbers of the points to run.
+
+    Returns:
+        The groups of point numbers that share a :func:`gflow.simulation.structure_key` (a
+        point that is not :func:`foldable` alone), in order of their first point, points in
+        grid order within a group.
+    """
     groups: dict[str, list[int]] = {}
     for n in todo:
         cfg = grid[n][1]
@@ -125,8 +170,16 @@ def plan(grid: list[tuple], todo: list[int]) -> list[list[int]]:
 
 
 def batches_of(grid: list[tuple], group: list[int]) -> list[list[int]]:
-    """A group's points in batches of whole points, each at most run.chunk inits (if set) or
-    :data:`FOLD_BYTES` of initial states."""
+    """A group's points in batches of whole points.
+
+    Args:
+        grid: the grid, (index tuple, Config) per point.
+        group: point numbers that share a compiled program (:func:`plan`).
+
+    Returns:
+        The batches of point numbers, each of at most run.chunk inits (if set) or
+        :data:`FOLD_BYTES` of initial states (a bigger point alone).
+    """
     cfg = grid[group[0]][1]
     model = simulation.build_model(cfg, check=False)
     cap = cfg.run.chunk or max(1, FOLD_BYTES // max(1, batch.state_bytes(model)))
@@ -146,15 +199,27 @@ def run(
     overwrite: bool = False,
     overrides: tuple[str, ...] = (),
 ) -> Path:
-    """Run (or resume) the sweep in the TOML file ``path``; returns the index path.
+    """Run (or resume) the sweep in the TOML file ``path``.
 
     Points that differ only in values the compiled solve takes as inputs (hyperparameters,
     traced dynamics settings, seeds) are solved together: all their (point, init) pairs in one
     batch of one compiled program, sharded and vectorized like one run's inits. Only structural
     axes (model, classes, dim, solver, kind, ...) add compilations. Each point's results are
     those of running it alone. OUT is checked before anything compiles: it must be writable,
-    not in use by another run or sweep, and hold no run's results nor a sweep of another config
-    (``overwrite`` replaces them).
+    not in use by another run or sweep, and hold no run's results nor a sweep of another config.
+
+    Args:
+        path: the sweep's TOML config.
+        out: the output folder; None: the config's ``run.out``.
+        progress: report the points and solves on stderr.
+        overwrite: replace a run's results or a sweep of another config in OUT.
+        overrides: ``section.key=value`` strings applied to the file's config first.
+
+    Returns:
+        The path of OUT/index.nc (:func:`write_index`).
+
+    Raises:
+        ConfigError: the file, a point's config or OUT is refused, before anything compiles.
     """
     path = Path(path).expanduser()
     config_mod.readable_file("config", path, "a TOML config file")
@@ -219,10 +284,18 @@ def _run_claimed(folder: Path, grid_axes, grid, progress: bool) -> Path:
 
 
 def swept_coordinates(ds: xr.Dataset, grid_axes, index) -> xr.Dataset:
-    """``ds`` with the point's swept values as scalar coordinates (named like the index's
-    dimensions), so that its file says where it sits: ``xr.open_mfdataset(files,
-    combine="nested", concat_dim=...)`` or ``preprocess=lambda d: d.expand_dims(names)`` with
-    ``combine="by_coords"`` rebuild the grid."""
+    """A point's results with its swept values as scalar coordinates, so that its file says
+    where it sits: ``xr.open_mfdataset(files, combine="nested", concat_dim=...)`` or
+    ``preprocess=lambda d: d.expand_dims(names)`` with ``combine="by_coords"`` rebuild the grid.
+
+    Args:
+        ds: the point's results Dataset.
+        grid_axes: the axes, ``{(section, key): values}``.
+        index: the point's index tuple, one position per axis.
+
+    Returns:
+        ``ds`` with one scalar coordinate per axis, named as :func:`dimension_names`.
+    """
     values = {
         name: _coordinate([grid_axes[a][i]])[0]
         for name, a, i in zip(dimension_names(grid_axes), grid_axes, index, strict=True)
@@ -287,9 +360,19 @@ def _summary(ds: xr.Dataset) -> dict[str, float]:
 
 
 def write_index(folder: Path, grid_axes, grid, summaries: dict[int, dict] | None = None) -> Path:
-    """OUT/index.nc: per grid point its folder, done flag, ok fraction and median final
-    metrics (NaN where not done), dims = the swept fields. Written atomically. ``summaries``
-    caches points' rows by number (filled here from the files of points not in it)."""
+    """Write OUT/index.nc atomically: the sweep's table, dims the swept fields.
+
+    Args:
+        folder: OUT, holding sweep.toml and points/NNNN/results.nc.
+        grid_axes: the axes, ``{(section, key): values}``.
+        grid: the grid, (index tuple, Config) per point.
+        summaries: points' rows by number, a cache (filled here from the files of points not
+            in it); None: read every finished point's file.
+
+    Returns:
+        The path of index.nc; per grid point it holds its folder, done flag, ok fraction, run
+        seconds and median final metrics (NaN where not done).
+    """
     summaries = {} if summaries is None else summaries
     names = dimension_names(grid_axes)
     shape = tuple(len(v) for v in grid_axes.values())
@@ -318,13 +401,28 @@ def write_index(folder: Path, grid_axes, grid, summaries: dict[int, dict] | None
 
 
 def open_index(folder: str | Path) -> xr.Dataset:
-    """The sweep's index (opened lazily by xarray)."""
+    """The sweep's index (opened lazily by xarray).
+
+    Args:
+        folder: the sweep's OUT.
+
+    Returns:
+        The Dataset of OUT/index.nc (:func:`write_index`).
+    """
     return xr.open_dataset(Path(folder) / "index.nc", engine="netcdf4")
 
 
 def load_point(folder: str | Path, **coords) -> xr.Dataset:
     """The full results of one grid point, chosen by its swept values:
-    ``load_point(out, classes=10, solver="tsit5")``."""
+    ``load_point(out, classes=10, solver="tsit5")``.
+
+    Args:
+        folder: the sweep's OUT.
+        **coords: one value per swept dimension (:func:`dimension_names`).
+
+    Returns:
+        The point's results Dataset.
+    """
     index = open_index(folder)
     relative = index.path.sel(**coords).item()
     return results.load(Path(folder) / relative / "results.nc")
@@ -335,7 +433,18 @@ def open_sweep(folder: str | Path) -> xr.Dataset:
     dimensions (before ``init``, ``time``, ...), NaN where a point is not done or where points
     differ in size (an outer join over classes, samples, features). Where the points' save
     times differ (a swept t1 or steps), ``time`` becomes the save index and the times are the
-    variable ``save_time``. Attributes: the sweep's config; each point's own is in its file."""
+    variable ``save_time``.
+
+    Args:
+        folder: the sweep's OUT.
+
+    Returns:
+        The Dataset, dims the swept fields then each point's own; attributes: the sweep's
+        config (each point's own is in its file).
+
+    Raises:
+        ConfigError: no point is finished yet.
+    """
     folder = Path(folder)
     index = open_index(folder).load()
     names = list(index.path.dims)

@@ -52,6 +52,20 @@ class _FusedERK:
     """Mixin over a diffrax FSAL ERK solver class: its ``step`` with the stages unrolled."""
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        """One step from t0 to t1, diffrax's ``AbstractSolver.step`` with the stages unrolled.
+
+        Args:
+            terms: the term (an ODETerm, or any with a cheap ``vf``; others run diffrax's step).
+            t0: the step's start.
+            t1: the step's end.
+            y0: the state at t0.
+            args: the vector field's extra arguments.
+            solver_state: ``(first_step, f_last)``, FSAL's last evaluation.
+            made_jump: the previous step ended at a jump (f(t0, y0) is evaluated afresh).
+
+        Returns:
+            ``(y1, y_error, dense_info, solver_state, result)``, as diffrax's own step.
+        """
         tab = self.tableau
         vf_expensive, fsal = self._common(terms, t0, t1, y0, args)
         if vf_expensive or not fsal or not isinstance(tab, diffrax.ButcherTableau):

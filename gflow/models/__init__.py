@@ -34,8 +34,20 @@ if TYPE_CHECKING:
 
 
 def from_config(cfg: ModelConfig, init_scale: float = 0.1, dtype=jnp.float32) -> Model:
-    """Build the model a ``[model]`` config section names (any object with its fields), from
-    the model's declaration in :mod:`gflow.models.registry`."""
+    """Build the model a ``[model]`` config section names, from the model's declaration in
+    :mod:`gflow.models.registry`.
+
+    Args:
+        cfg: the ``[model]`` section (any object with its fields).
+        init_scale: the scale of the initial parameters (``init.scale``).
+        dtype: the dtype of parameters and hyperparameters.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: an unknown ``cfg.name``.
+    """
     if cfg.name not in registry.SPECS:
         raise ValueError(f"model.name: unknown model {cfg.name!r}")
     return registry.spec(cfg.name).make(cfg, init_scale, dtype)

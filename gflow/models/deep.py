@@ -77,8 +77,9 @@ class DeepUFM(Model):
         return self.width
 
     def init(self, key):
-        """H entries init_scale N(0, 1); W_l entries init_scale N(0, 1)/sqrt(width) (as
-        deep-linear). Layout {"H", "W": [W_1, ..., W_L]} (``init.from`` names W/0 .. W/L-1)."""
+        """``{"H": (N, d), "W": [W_1 (d, d), ..., W_L (K, d)]}`` (``init.from`` names W/0 ..
+        W/L-1): H entries init_scale N(0, 1), W_l entries init_scale N(0, 1)/sqrt(d) (as
+        deep-linear)."""
         L, d, K = self.depth, self.width, self.num_classes
         kh, *kw = jax.random.split(key, L + 1)
         shapes = [(d, d)] * (L - 1) + [(K, d)]
@@ -91,7 +92,14 @@ class DeepUFM(Model):
         }
 
     def representations(self, params) -> list:
-        """[a_0 = H, a_1, ..., a_{L-1}], each (N, width)."""
+        """The features at every layer.
+
+        Args:
+            params: the parameter pytree.
+
+        Returns:
+            [a_0 = H, a_1, ..., a_{L-1}], each (N, width).
+        """
         act = jax.nn.relu if self.activation == "relu" else (lambda x: x)
         reps = [params["H"]]
         for W in params["W"][:-1]:
@@ -99,12 +107,14 @@ class DeepUFM(Model):
         return reps
 
     def readout(self, params):
+        """(W_L, a_{L-1}, b = 0, labels)."""
         H = self.representations(params)[-1]
         zeros = jnp.zeros((self.num_classes,), H.dtype)
         return Readout(params["W"][-1], H, zeros, jnp.asarray(self.labels))
 
     def weighted_loss(self, params, weights):
-        """The loss with per-sample weights w (N,) on its data term (``loss``: w = 1)."""
+        """CE (or MSE) of Z = a_{L-1} W_L^T with per-sample weights w (N,), plus lam_W/2
+        sum_l ||W_l||^2 and lam_H/2 ||H||^2."""
         W, H, _, _ = self.readout(params)
         fit = cross_entropy if self.loss_kind == "ce" else mean_squared_error
         # logits as (K, N), the sample axis minor, as in the UFM
@@ -113,6 +123,8 @@ class DeepUFM(Model):
         return value + 0.5 * self.wd_W * decay + 0.5 * self.wd_H * jnp.sum(params["H"] ** 2)
 
     def observables(self, params):
+        """The per-layer NC metrics, singular values, ``class_mean_rank``, ``train_error`` and
+        (depth >= 2) ``balancedness`` of the module docstring."""
         labels, K = jnp.asarray(self.labels), self.num_classes
         layers = params["W"]
         out = {}
@@ -151,7 +163,23 @@ def deep_ufm(
     init_scale: float = 1.0,
     dtype=jnp.float32,
 ) -> DeepUFM:
-    """A :class:`DeepUFM` (hyperparameters become 0-d arrays of ``dtype``)."""
+    """A :class:`DeepUFM`.
+
+    Args:
+        classes: K.
+        dim: d, the width of H and of the hidden layers.
+        per_class: n for every class, or the K counts n_k.
+        depth: L, the number of weight layers (1: the plain UFM without bias).
+        activation: "linear" or "relu", after each hidden weight layer.
+        loss: "ce" or "mse".
+        wd_W: lam_W, the weight decay of every weight layer.
+        wd_H: lam_H, the weight decay of H.
+        init_scale: the scale of the initial entries (see :meth:`DeepUFM.init`).
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+
+    Returns:
+        The model.
+    """
     dtype = jnp.dtype(dtype)
     return DeepUFM(
         counts=counts_of(classes, per_class), dtype_name=dtype.name, width=dim, depth=depth,
@@ -161,7 +189,15 @@ def deep_ufm(
 
 
 def layer_names(depth: int, metric: str = "nc1") -> tuple[str, ...]:
-    """``metric`` at every layer: (nc1_layer0, ..., nc1_layer{L-1})."""
+    """The observables' names of ``metric`` at every layer.
+
+    Args:
+        depth: L.
+        metric: the metric's prefix ("nc1", "nc2", "nc3", "sv0", ...).
+
+    Returns:
+        (metric_layer0, ..., metric_layer{L-1}).
+    """
     return tuple(f"{metric}_layer{l}" for l in range(depth))
 
 

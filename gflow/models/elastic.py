@@ -47,13 +47,31 @@ from gflow.models.options import CLASSES, NO_BIAS, PER_CLASS, ModelSpec, Option
 
 
 def elastic_coupling(classes: int, alpha: float, beta: float, dtype=jnp.float32):
-    """E (K, K): alpha on the diagonal (intra-class impact), beta off it (inter-class)."""
+    """The coupling matrix E of the classes' impacts on each other.
+
+    Args:
+        classes: K.
+        alpha: the intra-class impact (the diagonal).
+        beta: the inter-class impact (off the diagonal).
+        dtype: the dtype.
+
+    Returns:
+        E, (K, K).
+    """
     eye = jnp.eye(classes, dtype=dtype)
     return alpha * eye + beta * (1 - eye)
 
 
 def margin_directions(classes: int, dtype=jnp.float32):
-    """Rows u_c = e_c - 1/K (K, K): the CE descent direction of class c at uniform logits."""
+    """The CE descent direction of each class at uniform logits.
+
+    Args:
+        classes: K.
+        dtype: the dtype.
+
+    Returns:
+        The rows u_c = e_c - 1/K, (K, K).
+    """
     return jnp.eye(classes, dtype=dtype) - 1.0 / classes
 
 
@@ -87,15 +105,18 @@ class LocallyElastic(Model):
         return jnp.asarray(self.counts, self.dtype)
 
     def class_means(self, X):
+        """The class means X_bar_c of X (N, K) as rows, (K, K)."""
         return (self.onehot().T @ X) / self._counts()[:, None]
 
     def init(self, key):
+        """``{"X": (N, K)}``, X_{c,i} = init_margin * u_c + init_scale * N(0, I)."""
         labels = jnp.asarray(self.labels)
         noise = jax.random.normal(key, (self.num_samples, self.num_classes), self.dtype)
         directions = margin_directions(self.num_classes, self.dtype)
         return {"X": self.init_margin * directions[labels] + self.init_scale * noise}
 
     def drift(self, params):
+        """The LE-ODE vector field of the module docstring, ``{"X": (N, K)}``: not -grad loss."""
         K, labels = self.num_classes, jnp.asarray(self.labels)
         directions = margin_directions(K, self.dtype)
         proportions = self._counts() / self.num_samples
@@ -107,14 +128,17 @@ class LocallyElastic(Model):
         return {"X": per_class_push[labels]}
 
     def readout(self, params):
+        """(I_K, X, 0, labels): the features are the logits."""
         K = self.num_classes
         eye, zeros = jnp.eye(K, dtype=self.dtype), jnp.zeros((K,), self.dtype)
         return Readout(eye, params["X"], zeros, jnp.asarray(self.labels))
 
     def loss(self, params):
+        """The mean cross-entropy of the logits X (reported; the dynamics follow ``drift``)."""
         return cross_entropy(params["X"], self.onehot())
 
     def observables(self, params):
+        """``mean_margin``, ``within_variance`` and ``between_variance`` (see the class)."""
         X, onehot, K = params["X"], self.onehot(), self.num_classes
         means = self.class_means(X)
         own = jnp.sum(X * onehot, axis=1, keepdims=True)
@@ -139,7 +163,21 @@ def locally_elastic(
     dtype=jnp.float32,
     name: str = "le-ode",
 ) -> LocallyElastic:
-    """A :class:`LocallyElastic` model (hyperparameters become 0-d arrays of ``dtype``)."""
+    """A :class:`LocallyElastic` model.
+
+    Args:
+        classes: K.
+        per_class: n for every class, or the K counts n_k.
+        alpha: the intra-class impact.
+        beta: the inter-class impact.
+        init_margin: every class's mean margin at the start.
+        init_scale: the scale of the initial noise.
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+        name: "le-ode" or "le-sde".
+
+    Returns:
+        The model.
+    """
     dtype = jnp.dtype(dtype)
     return LocallyElastic(
         counts=counts_of(classes, per_class), dtype_name=dtype.name, model_name=name,
@@ -148,12 +186,30 @@ def locally_elastic(
 
 
 def le_ode(classes: int, per_class, **kwargs) -> LocallyElastic:
-    """The LE-ODE model (run it with gradient-flow dynamics: they follow ``model.drift``)."""
+    """The LE-ODE model (run it with gradient-flow dynamics: they follow ``model.drift``).
+
+    Args:
+        classes: K.
+        per_class: n for every class, or the K counts n_k.
+        **kwargs: the other arguments of :func:`locally_elastic`.
+
+    Returns:
+        The :class:`LocallyElastic` model named "le-ode".
+    """
     return locally_elastic(classes, per_class, name="le-ode", **kwargs)
 
 
 def le_sde(classes: int, per_class, **kwargs) -> LocallyElastic:
-    """The LE-SDE model: the LE-ODE drift, run with ``kind = "sde"`` (noise = sigma)."""
+    """The LE-SDE model: the LE-ODE drift, run with ``kind = "sde"`` (noise = sigma).
+
+    Args:
+        classes: K.
+        per_class: n for every class, or the K counts n_k.
+        **kwargs: the other arguments of :func:`locally_elastic`.
+
+    Returns:
+        The :class:`LocallyElastic` model named "le-sde".
+    """
     return locally_elastic(classes, per_class, name="le-sde", **kwargs)
 
 

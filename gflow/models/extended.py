@@ -54,6 +54,8 @@ class ExtendedUFM(Model):
         return self.hidden
 
     def init(self, key):
+        """``{"H1": (N, d), "W1": (hidden, d), "W2": (K, hidden)}``, i.i.d.
+        init_scale N(0, 1)."""
         kh, k1, k2 = jax.random.split(key, 3)
         shapes = {
             "H1": (self.num_samples, self.free_dim),
@@ -66,13 +68,14 @@ class ExtendedUFM(Model):
         }
 
     def readout(self, params):
+        """(W2, H2 = relu(H1 W1^T), b = 0, labels)."""
         H2 = jax.nn.relu(params["H1"] @ params["W1"].T)
         return Readout(
             params["W2"], H2, jnp.zeros((self.num_classes,), H2.dtype), jnp.asarray(self.labels)
         )
 
     def weighted_loss(self, params, weights):
-        """The loss with per-sample weights w (N,) on its data term (``loss``: w = 1)."""
+        """The MSE of H2 W2^T with per-sample weights w (N,), plus the three weight decays."""
         W2, H2, _, _ = self.readout(params)
         return (
             mean_squared_error(H2 @ W2.T, self.onehot(), 1, weights)
@@ -82,6 +85,7 @@ class ExtendedUFM(Model):
         )
 
     def observables(self, params):
+        """``nc1_pre``, ``nc2_pre`` (of Z = H1 W1^T) and ``nc1_free`` (of H1)."""
         labels, K = jnp.asarray(self.labels), self.num_classes
         Z = params["H1"] @ params["W1"].T
         return {
@@ -102,7 +106,22 @@ def extended_ufm(
     init_scale: float = 0.3,
     dtype=jnp.float32,
 ) -> ExtendedUFM:
-    """An :class:`ExtendedUFM` (hyperparameters become 0-d arrays of ``dtype``)."""
+    """An :class:`ExtendedUFM`.
+
+    Args:
+        classes: K.
+        dim: d, the free features' dimension.
+        per_class: n for every class, or the K counts n_k.
+        hidden: the width of the ReLU layer.
+        wd_W: lam_W, the weight decay of W2.
+        wd_W1: lam_W1, the weight decay of W1.
+        wd_H: lam_H, the weight decay of H1.
+        init_scale: the parameters' entries are i.i.d. ``init_scale * N(0, 1)``.
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+
+    Returns:
+        The model.
+    """
     dtype = jnp.dtype(dtype)
     return ExtendedUFM(
         counts=counts_of(classes, per_class), dtype_name=dtype.name, free_dim=dim, hidden=hidden,

@@ -41,7 +41,16 @@ from gflow.models.ufm import BIAS, UFM, WD_B
 
 
 def margin_lse(logits: Array, onehot: Array, axis: int = 0) -> Array:
-    """s = logsumexp_{j != y}(z_j - z_y) per sample (the class axis reduced); CE = softplus(s)."""
+    """s = logsumexp_{j != y}(z_j - z_y) per sample; CE = softplus(s).
+
+    Args:
+        logits: z, (K, N) (or (N, K) with ``axis`` 1).
+        onehot: the one-hot labels, the shape of ``logits``.
+        axis: the class axis (reduced).
+
+    Returns:
+        s, (N,).
+    """
     own = jnp.sum(onehot * logits, axis=axis, keepdims=True)
     others = jnp.where(onehot > 0, -jnp.inf, logits - own)
     return jax.nn.logsumexp(others, axis=axis)
@@ -70,6 +79,8 @@ class LabelSmoothingUFM(_SoftmaxLossUFM):
     smoothing: Array
 
     def data_loss(self, logits, onehot, weights):
+        """(1 - alpha) CE + alpha times the CE against uniform labels, weighted by w (N,);
+        ``logits`` and ``onehot`` (K, N)."""
         ce = cross_entropy(logits, onehot, 0, weights)
         uniform = jax.nn.logsumexp(logits, axis=0) - jnp.mean(logits, axis=0)
         smoothed = jnp.sum(weights * uniform) / uniform.size
@@ -82,6 +93,7 @@ class FocalUFM(_SoftmaxLossUFM):
     focal_gamma: Array
 
     def data_loss(self, logits, onehot, weights):
+        """sum_i w_i (1 - p_{i,y_i})^gamma CE_i / N, ``logits`` and ``onehot`` (K, N)."""
         s = margin_lse(logits, onehot, 0)
         focal = jnp.exp(self.focal_gamma * jax.nn.log_sigmoid(s)) * jax.nn.softplus(s)
         return jnp.sum(weights * focal) / s.size
@@ -110,7 +122,23 @@ def ufm_ls(
     init_scale: float = 0.1,
     dtype=jnp.float32,
 ) -> LabelSmoothingUFM:
-    """A :class:`LabelSmoothingUFM` (hyperparameters become 0-d arrays of ``dtype``)."""
+    """A :class:`LabelSmoothingUFM` (a learned classifier).
+
+    Args:
+        classes: K.
+        dim: d, the feature dimension.
+        per_class: n for every class, or the K counts n_k.
+        smoothing: alpha in [0, 1) (0: ufm-ce).
+        wd_W: lam_W, the weight decay of W.
+        wd_H: lam_H, the weight decay of H.
+        wd_b: lam_b, the weight decay of b.
+        bias: learn a bias b (K,).
+        init_scale: the parameters' entries are i.i.d. ``init_scale * N(0, 1)``.
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+
+    Returns:
+        The model, named "ufm-ls".
+    """
     return _build(LabelSmoothingUFM, "ufm-ls", classes, dim, per_class, wd_W, wd_H, wd_b, bias,
                   init_scale, dtype, smoothing=smoothing)  # fmt: skip
 
@@ -127,7 +155,23 @@ def ufm_focal(
     init_scale: float = 0.1,
     dtype=jnp.float32,
 ) -> FocalUFM:
-    """A :class:`FocalUFM` (hyperparameters become 0-d arrays of ``dtype``)."""
+    """A :class:`FocalUFM` (a learned classifier).
+
+    Args:
+        classes: K.
+        dim: d, the feature dimension.
+        per_class: n for every class, or the K counts n_k.
+        focal_gamma: gamma >= 0 (0: ufm-ce).
+        wd_W: lam_W, the weight decay of W.
+        wd_H: lam_H, the weight decay of H.
+        wd_b: lam_b, the weight decay of b.
+        bias: learn a bias b (K,).
+        init_scale: the parameters' entries are i.i.d. ``init_scale * N(0, 1)``.
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+
+    Returns:
+        The model, named "ufm-focal".
+    """
     return _build(FocalUFM, "ufm-focal", classes, dim, per_class, wd_W, wd_H, wd_b, bias,
                   init_scale, dtype, focal_gamma=focal_gamma)  # fmt: skip
 

@@ -55,8 +55,20 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_dataset(name: str, classes: int, per_class: int) -> np.ndarray:
-    """Inputs (N, p) of the first ``per_class`` samples of each of the first ``classes`` classes,
-    grouped by class (the order of :func:`class_labels`), pixels scaled to [0, 1]."""
+    """The inputs of a data set's first samples, grouped by class (the order of
+    :func:`gflow.models.base.class_labels`), pixels scaled to [0, 1].
+
+    Args:
+        name: the data set ("digits": scikit-learn's).
+        classes: the first ``classes`` classes.
+        per_class: the first ``per_class`` samples of each.
+
+    Returns:
+        X, (N, p) with N = classes x per_class.
+
+    Raises:
+        ValueError: an unknown data set.
+    """
     if name != "digits":
         raise ValueError(f"dataset: unknown {name!r}; valid: {', '.join(DATASETS)}")
     X, y = _digits()
@@ -64,7 +76,14 @@ def load_dataset(name: str, classes: int, per_class: int) -> np.ndarray:
 
 
 def dataset_limits(name: str) -> tuple[int, int]:
-    """(max classes, max samples per class) a data set can provide."""
+    """What a data set can provide.
+
+    Args:
+        name: the data set.
+
+    Returns:
+        (max classes, max samples per class).
+    """
     X, y = _digits()
     return int(y.max()) + 1, int(np.bincount(y).min())
 
@@ -102,15 +121,20 @@ class LinearHead(Model):
         return self.width
 
     def inputs(self, params):
+        """a(x), (N, width): what the linear layers act on."""
         raise NotImplementedError
 
     def first_params(self, key) -> dict:
+        """The parameters of a(x), a dict (``init`` adds ``"linear"``)."""
         raise NotImplementedError
 
     def extra_penalty(self, params):
+        """The weight decay of a(x)'s parameters, a scalar."""
         raise NotImplementedError
 
     def init(self, key):
+        """``first_params(key)`` and ``"linear": [V_1 (width, width), ..., V_L (K, width)]``,
+        V_l entries init_scale N(0, 1)/sqrt(width)."""
         depth, width, K = self.depth, self.width, self.num_classes
         shapes = [(width, width)] * (depth - 1) + [(K, width)]
         keys = jax.random.split(key, depth + 1)
@@ -122,24 +146,29 @@ class LinearHead(Model):
         return params
 
     def penultimate(self, params):
+        """The features V_{L-1} ... V_1 a(x), (N, width)."""
         a = self.inputs(params)
         for V in params["linear"][:-1]:
             a = a @ V.T
         return a
 
     def readout(self, params):
+        """(V_L, the penultimate features, b = 0, labels)."""
         H = self.penultimate(params)
         zeros = jnp.zeros((self.num_classes,), H.dtype)
         return Readout(params["linear"][-1], H, zeros, jnp.asarray(self.labels))
 
     def weighted_loss(self, params, weights):
-        """The loss with per-sample weights w (N,) on its data term (``loss``: w = 1)."""
+        """The MSE of the outputs with per-sample weights w (N,), plus lam_W/2 sum_l ||V_l||^2
+        and :meth:`extra_penalty`."""
         outputs = self.penultimate(params) @ params["linear"][-1].T
         decay = sum(jnp.sum(V**2) for V in params["linear"])
         fit = mean_squared_error(outputs, self.onehot(), 1, weights)
         return fit + 0.5 * self.wd_W * decay + self.extra_penalty(params)
 
     def observables(self, params):
+        """``train_mse``, ``train_error``, ``balancedness`` (max_l ||V_{l+1}^T V_{l+1} -
+        V_l V_l^T||_F) and ``condition_number`` (the largest sigma_1/sigma_K of the V_l)."""
         return _linear_chain_observables(
             params["linear"], self.penultimate(params), jnp.asarray(self.labels),
             self.onehot(), self.num_classes,
@@ -154,13 +183,16 @@ class DeepLinear(LinearHead):
     name = "deep-linear"
 
     def inputs(self, params):
+        """H."""
         return params["H"]
 
     def first_params(self, key):
+        """``{"H": (N, width)}``, entries init_scale N(0, 1)."""
         shape = (self.num_samples, self.width)
         return {"H": self.init_scale * jax.random.normal(key, shape, self.dtype)}
 
     def extra_penalty(self, params):
+        """lam_H/2 ||H||^2."""
         return 0.5 * self.wd_H * jnp.sum(params["H"] ** 2)
 
 
@@ -174,14 +206,18 @@ class WideNet(LinearHead):
     name = "wide-net"
 
     def inputs(self, params):
+        """relu(X W_0^T + b_0)."""
         return jax.nn.relu(self.X @ params["W0"].T + params["b0"])
 
     def first_params(self, key):
+        """``{"W0": (width, p), "b0": (width,)}``: W_0 entries init_scale sqrt(2/p) N(0, 1),
+        b_0 = 0."""
         scale = self.init_scale * math.sqrt(2.0 / self.X.shape[1])
         W0 = scale * jax.random.normal(key, (self.width, self.X.shape[1]), self.dtype)
         return {"W0": W0, "b0": jnp.zeros((self.width,), self.dtype)}
 
     def extra_penalty(self, params):
+        """lam_W/2 ||W_0||^2."""
         return 0.5 * self.wd_W * jnp.sum(params["W0"] ** 2)
 
 
@@ -198,6 +234,19 @@ def deep_linear(
     """Free features H (N, dim) -> ``depth`` linear layers; weight decay wd_W on V, wd_H on H.
 
     Init: H entries init_scale N(0, 1); V_l entries init_scale N(0, 1)/sqrt(fan_in).
+
+    Args:
+        classes: K.
+        dim: d, the width of H and of the linear layers.
+        per_class: n for every class, or the K counts n_k.
+        depth: L, the number of linear layers.
+        wd_W: lam_W, the weight decay of every V_l.
+        wd_H: lam_H, the weight decay of H.
+        init_scale: the scale of the initial entries.
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+
+    Returns:
+        The :class:`DeepLinear` model.
     """
     dtype = jnp.dtype(dtype)
     return DeepLinear(
@@ -220,6 +269,19 @@ def wide_net(
 
     Weight decay wd_W on every weight matrix (W_0 included, not b_0). Init: entries
     init_scale N(0, 1)/sqrt(fan_in) (times sqrt(2) for the ReLU layer), b_0 = 0.
+
+    Args:
+        classes: K.
+        per_class: n, the samples of every class (the data set's first ones).
+        width: the width of the ReLU and linear layers.
+        depth: L, the number of linear layers.
+        wd_W: lam_W, the weight decay of every weight matrix.
+        dataset: the data set (:func:`load_dataset`).
+        init_scale: the scale of the initial entries.
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+
+    Returns:
+        The :class:`WideNet` model, its inputs X (N, p) a data leaf.
     """
     dtype = jnp.dtype(dtype)
     X = jnp.asarray(load_dataset(dataset, classes, per_class), dtype)

@@ -28,10 +28,22 @@ def _number(value: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One ``[model]`` option. ``type`` is the TOML type as a Python annotation string
-    ("int", "float", "bool", "str", "int | tuple[int, ...]"). Range: ``low`` (value >= low),
-    ``above`` (value > above), ``nonzero`` (the reason it must be), ``choices``. ``bad`` is a
-    value outside the range, for the generated table of bad inputs."""
+    """One ``[model]`` option, declared once and shared by the models that have it.
+
+    Attributes:
+        name: the TOML key (and the model constructor's keyword).
+        type: the TOML type as a Python annotation string ("int", "float", "bool", "str",
+            "int | tuple[int, ...]").
+        default: the value where the config leaves it out.
+        doc: one line for the generated config reference.
+        role: :data:`STRUCTURE` (fixes the compiled program) or :data:`HYPER` (a traced 0-d
+            leaf of the model).
+        low: the range: value >= low; None: no bound.
+        above: the range: value > above; None: no bound.
+        nonzero: the reason the value must be nonzero; None: zero allowed.
+        choices: the valid strings; None: any.
+        bad: a value outside the range, for the generated table of bad inputs.
+    """
 
     name: str
     type: str
@@ -46,10 +58,19 @@ class Option:
 
     @property
     def structural(self) -> bool:
+        """Whether the option fixes the compiled program (role :data:`STRUCTURE`)."""
         return self.role == STRUCTURE
 
     def check(self, field: str, value: Any) -> None:
-        """Raise :class:`OptionError` when ``value`` is outside this option's range."""
+        """Check a value against this option's range.
+
+        Args:
+            field: the name the message gives (``model.wd_W``).
+            value: the value; each entry of a tuple is checked.
+
+        Raises:
+            OptionError: ``value`` is outside the range.
+        """
         if self.choices is not None and value not in self.choices:
             raise OptionError(f"{field}: unknown value {value!r}; valid: {', '.join(self.choices)}")
         values = value if isinstance(value, tuple) else (value,)
@@ -72,6 +93,7 @@ class Option:
         return ", ".join(parts)
 
     def with_default(self, default: Any) -> Option:
+        """The same option with another default (a model's own)."""
         return dataclasses.replace(self, default=default)
 
 
@@ -93,7 +115,14 @@ IMBALANCED_METRICS = ("nc1",)
 
 
 def imbalanced(options: Mapping[str, Any]) -> bool:
-    """Whether ``per_class`` lists counts that differ."""
+    """Whether the classes are imbalanced.
+
+    Args:
+        options: a model's options by name (``per_class``).
+
+    Returns:
+        True when ``per_class`` lists counts that differ.
+    """
     counts = options["per_class"]
     return not isinstance(counts, int) and len(set(counts)) > 1
 
@@ -105,7 +134,14 @@ MINIBATCH_KINDS = ("flow", "gd", "sde", "sgd")
 
 
 def class_sample_count(options: Mapping[str, Any]) -> int:
-    """N = sum of the per-class counts (``per_class`` for each of ``classes``, or the list)."""
+    """N, the samples of all classes.
+
+    Args:
+        options: a model's options by name (``classes``, ``per_class``).
+
+    Returns:
+        The sum of the per-class counts (``per_class`` for each of ``classes``, or the list).
+    """
     counts = options["per_class"]
     return counts * options["classes"] if isinstance(counts, int) else sum(counts)
 
@@ -114,21 +150,32 @@ def class_sample_count(options: Mapping[str, Any]) -> int:
 class ModelSpec:
     """Everything gflow knows about one model, declared in the model's own module.
 
-    ``build(init_scale=, dtype=, **options)`` returns the model pytree (one keyword per option).
-    ``pinned``: config fields the model fixes (not options; a TOML may only repeat the value).
-    ``features_are_logits``: ``dim`` equals ``classes`` (and defaults to it).
-    ``gradient_system``: the flow is -grad loss (False: the model's own drift, no Hessian, no
-    reparametrized clock). ``loss_tends_to_zero(options)``: the loss clock (reparam "loss")
-    applies. ``check(options)``: checks across options (raise :class:`OptionError`).
-    ``closed_form(options, counts)``: the theory attributes of a results file (``theory_*``),
-    {} where no closed form applies. ``geometry(options)``: the target geometry in words.
-    ``targets(options)``: the saved metrics that vanish at the target geometry (the summary
-    and :func:`gflow.results.collapsed` judge an init by them; NC1-NC4 for a simplex ETF).
-    ``gram(options, counts)``: (name, K x K Gram of the classifier rows at the target) where it
-    is not the simplex ETF's or an orthogonal frame's (which the targets imply), e.g. SELI.
-    ``dynamics_defaults``: defaults of ``[dynamics]`` fields for this model.
-    ``kinds``: the dynamics kinds it runs with; "sgd" (:data:`MINIBATCH_KINDS`) only where the
-    model defines ``weighted_loss``. ``num_samples(options)``: N, the range of ``batch_size``.
+    Attributes:
+        name: the model's name in configs (``model.name``).
+        summary: one line for the models table.
+        options: the model's options (:class:`Option`), in order.
+        build: ``build(init_scale=, dtype=, **options)`` returns the model pytree (one keyword
+            per option).
+        kinds: the dynamics kinds it runs with; "sgd" (:data:`MINIBATCH_KINDS`) only where the
+            model defines ``weighted_loss``.
+        pinned: config fields the model fixes (not options; a TOML may only repeat the value).
+        features_are_logits: ``dim`` equals ``classes`` (and defaults to it).
+        gradient_system: the flow is -grad loss (False: the model's own drift, no Hessian, no
+            reparametrized clock).
+        loss_tends_to_zero: ``loss_tends_to_zero(options)``: the loss clock (reparam "loss")
+            applies.
+        check: ``check(options)``: checks across options (raise :class:`OptionError`).
+        closed_form: ``closed_form(options, counts)``: the theory attributes of a results file
+            (``theory_*``), {} where no closed form applies.
+        geometry: ``geometry(options)``: the target geometry in words.
+        targets: ``targets(options)``: the saved metrics that vanish at the target geometry
+            (the summary and :func:`gflow.results.collapsed` judge an init by them; NC1-NC4 for
+            a simplex ETF).
+        gram: ``gram(options, counts)``: (name, K x K Gram of the classifier rows at the
+            target) where it is not the simplex ETF's or an orthogonal frame's (which the
+            targets imply), e.g. SELI.
+        dynamics_defaults: defaults of ``[dynamics]`` fields for this model.
+        num_samples: ``num_samples(options)``: N, the range of ``batch_size``.
     """
 
     name: str
@@ -149,6 +196,7 @@ class ModelSpec:
     num_samples: Callable[[Mapping[str, Any]], int] = class_sample_count
 
     def option(self, name: str) -> Option | None:
+        """The model's option ``name``, or None where it has none."""
         return next((o for o in self.options if o.name == name), None)
 
     @property
@@ -157,16 +205,34 @@ class ModelSpec:
         return {**{o.name: o.default for o in self.options}, **self.pinned}
 
     def structure(self) -> tuple[str, ...]:
+        """The names of the structural options (they fix the compiled program)."""
         return tuple(o.name for o in self.options if o.structural)
 
     def hyperparameters(self) -> tuple[str, ...]:
+        """The names of the hyperparameter options (traced leaves of the model)."""
         return tuple(o.name for o in self.options if not o.structural)
 
     def values(self, source: Any) -> dict[str, Any]:
-        """This model's options read off ``source`` (a ``[model]`` section or a mapping)."""
+        """This model's options read off a config.
+
+        Args:
+            source: a ``[model]`` section, or a mapping by option name.
+
+        Returns:
+            ``{option name: value}``.
+        """
         get = source.get if isinstance(source, Mapping) else lambda k: getattr(source, k)
         return {o.name: get(o.name) for o in self.options}
 
     def make(self, source: Any, init_scale: float, dtype) -> Any:
-        """The model pytree for the options in ``source``."""
+        """The model pytree for the options in ``source``.
+
+        Args:
+            source: a ``[model]`` section, or a mapping by option name.
+            init_scale: the scale of the initial parameters (``init.scale``).
+            dtype: the dtype of parameters and hyperparameters.
+
+        Returns:
+            The model (:class:`gflow.models.Model`).
+        """
         return self.build(init_scale=init_scale, dtype=dtype, **self.values(source))

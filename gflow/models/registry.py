@@ -44,13 +44,27 @@ MODEL_NAMES = tuple(SPECS)
 
 
 def spec(name: str) -> ModelSpec:
-    """The declaration of the model ``name`` (KeyError for an unknown one)."""
+    """The declaration of a model.
+
+    Args:
+        name: a name of :data:`MODEL_NAMES`.
+
+    Returns:
+        Its :class:`gflow.models.options.ModelSpec`.
+
+    Raises:
+        KeyError: an unknown name.
+    """
     return SPECS[name]
 
 
 def all_options() -> dict[str, Option]:
-    """Every option of every model, in the order of first declaration (the first model that
-    declares an option gives its default and range in the flat ``[model]`` section)."""
+    """Every option of every model, for the flat ``[model]`` section.
+
+    Returns:
+        ``{name: Option}`` in the order of first declaration: the first model that declares an
+        option gives its default and range.
+    """
     options: dict[str, Option] = {}
     for s in SPECS.values():
         for o in s.options:
@@ -59,5 +73,12 @@ def all_options() -> dict[str, Option]:
 
 
 def models_with(option: str) -> tuple[str, ...]:
-    """The models that have ``option``."""
+    """The models that have an option.
+
+    Args:
+        option: the option's name.
+
+    Returns:
+        The names of the models that declare it.
+    """
     return tuple(name for name, s in SPECS.items() if s.option(option) is not None)

@@ -47,7 +47,14 @@ from gflow.models.options import (
 
 
 def unit_rows(X: Array) -> Array:
-    """The rows of X scaled to unit Euclidean norm (a zero row gives NaN)."""
+    """The rows of X scaled to unit Euclidean norm (a zero row gives NaN).
+
+    Args:
+        X: the rows, (n, d).
+
+    Returns:
+        X_i / ||X_i||, (n, d).
+    """
     return X / jnp.linalg.norm(X, axis=-1, keepdims=True)
 
 
@@ -73,6 +80,8 @@ class SphereUFM(Model):
         return self.feature_dim
 
     def init(self, key):
+        """``{"W": (K, d), "H": (N, d)}``, rows uniform on the sphere of radius
+        init_scale sqrt(d)."""
         kw, kh = jax.random.split(key)
         K, N, d = self.num_classes, self.num_samples, self.feature_dim
         radius = self.init_scale * jnp.sqrt(jnp.asarray(d, self.dtype))
@@ -82,16 +91,18 @@ class SphereUFM(Model):
         }
 
     def readout(self, params):
+        """(unit rows of W, unit rows of H, b = 0, labels)."""
         W, H = unit_rows(params["W"]), unit_rows(params["H"])
         return Readout(W, H, jnp.zeros((self.num_classes,), W.dtype), jnp.asarray(self.labels))
 
     def weighted_loss(self, params, weights):
-        """The loss with per-sample weights w (N,) (``loss``: w = 1)."""
+        """CE of the logits s cos(w_k, h_i) with per-sample weights w (N,); no weight decay."""
         W, H, _, _ = self.readout(params)
         # logits as (K, N), the sample axis minor (as the UFM)
         return cross_entropy(self.logit_scale * (W @ H.T), self.onehot(axis=0), 0, weights)
 
     def observables(self, params):
+        """``min_angle``, ``feature_classifier_cosine`` and ``radius_sq`` (see the class)."""
         W, H, _, labels = self.readout(params)
         K = self.num_classes
         # angle = 2 arcsin(chord/2) for unit vectors: accurate near 0 and pi, unlike arccos
@@ -114,7 +125,19 @@ def ufm_sphere(
     init_scale: float = 0.1,
     dtype=jnp.float32,
 ) -> SphereUFM:
-    """A :class:`SphereUFM` (hyperparameters become 0-d arrays of ``dtype``)."""
+    """A :class:`SphereUFM`.
+
+    Args:
+        classes: K.
+        dim: d, the feature dimension.
+        per_class: n for every class, or the K counts n_k.
+        logit_scale: s, the logits are s cos(w_k, h_i).
+        init_scale: the rows start at norm init_scale sqrt(d).
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+
+    Returns:
+        The model.
+    """
     dtype = jnp.dtype(dtype)
     return SphereUFM(
         counts=counts_of(classes, per_class), dtype_name=dtype.name, feature_dim=dim,

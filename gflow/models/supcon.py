@@ -69,13 +69,21 @@ class SupConUFM(Model):
         return self.feature_dim
 
     def init(self, key):
+        """``{"V": (N, d)}``, rows uniform on the sphere of radius init_scale sqrt(d)."""
         N, d = self.num_samples, self.feature_dim
         V = jax.random.normal(key, (N, d), self.dtype)
         radius = self.init_scale * jnp.sqrt(jnp.asarray(d, self.dtype))
         return {"V": radius * V / jnp.linalg.norm(V, axis=1, keepdims=True)}
 
     def features(self, params) -> Array:
-        """h_i = rho u_i/||u_i||, u = V (signed) or V**2 (non-negative); (N, d)."""
+        """The features h_i = rho u_i/||u_i||, u = V (signed) or V**2 (non-negative).
+
+        Args:
+            params: the parameter pytree.
+
+        Returns:
+            H, (N, d), every row of norm rho = ``feature_norm``.
+        """
         U = params["V"] ** 2 if self.nonnegative else params["V"]
         return self.feature_norm * U / jnp.linalg.norm(U, axis=1, keepdims=True)
 
@@ -86,12 +94,14 @@ class SupConUFM(Model):
         return same & ~np.eye(len(labels), dtype=bool), ~same
 
     def readout(self, params):
+        """(the class means of H as W, H, b = 0, labels): no classifier is learned."""
         H = self.features(params)
         labels = jnp.asarray(self.labels)
         W = metrics.class_means(H, labels, self.num_classes)
         return Readout(W, H, jnp.zeros((self.num_classes,), H.dtype), labels)
 
     def loss(self, params):
+        """The SupCon loss of the module docstring, at temperature ``temperature``."""
         H = self.features(params)
         S = H @ H.T / self.temperature
         positive, _ = self._pairs()
@@ -101,6 +111,7 @@ class SupConUFM(Model):
         return jnp.mean(log_denominator - jnp.sum(weights * S, axis=1))
 
     def observables(self, params):
+        """``within_cosine`` and ``between_cosine`` (see the class)."""
         H = self.features(params)
         cosines = H @ H.T / self.feature_norm**2
         positive, negative = self._pairs()
@@ -120,7 +131,21 @@ def ufm_supcon(
     init_scale: float = 0.1,
     dtype=jnp.float32,
 ) -> SupConUFM:
-    """A :class:`SupConUFM` (hyperparameters become 0-d arrays of ``dtype``)."""
+    """A :class:`SupConUFM`.
+
+    Args:
+        classes: K.
+        dim: d, the feature dimension.
+        per_class: n for every class, or the K counts n_k.
+        feature_norm: rho, the norm of every feature.
+        temperature: tau > 0.
+        nonnegative: features from V**2 (non-negative, as after a ReLU) instead of V.
+        init_scale: the rows of V start at norm init_scale sqrt(d).
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+
+    Returns:
+        The model.
+    """
     dtype = jnp.dtype(dtype)
     return SupConUFM(
         counts=counts_of(classes, per_class), dtype_name=dtype.name, feature_dim=dim,

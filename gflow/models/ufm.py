@@ -44,8 +44,17 @@ CLASSIFIERS = ("learned", "fixed-etf")
 
 
 def mean_squared_error(outputs, onehot, axis: int = 1, weights=None):
-    """(1/(2N)) ||outputs - Y||_F^2 for outputs (N, K); ``axis`` is the class axis. With
-    per-sample ``weights`` w (N,): (1/(2N)) sum_i w_i ||outputs_i - Y_i||^2 (None: w = 1)."""
+    """(1/(2N)) sum_i w_i ||outputs_i - Y_i||^2.
+
+    Args:
+        outputs: the outputs, (N, K) (or (K, N) with ``axis`` 0).
+        onehot: Y, the one-hot labels, the shape of ``outputs``.
+        axis: the class axis.
+        weights: per-sample weights w, (N,); None: w = 1, (1/(2N)) ||outputs - Y||_F^2.
+
+    Returns:
+        The loss, a scalar.
+    """
     count = outputs.size // outputs.shape[axis]
     w = unit_weights(count, outputs.dtype) if weights is None else weights
     return jnp.sum(jnp.expand_dims(w, axis) * optax.l2_loss(outputs, onehot)) / count
@@ -54,9 +63,10 @@ def mean_squared_error(outputs, onehot, axis: int = 1, weights=None):
 class UFM(Model):
     """A UFM with the chosen loss ("ce" or "mse") and classifier ("learned" or "fixed-etf").
 
-    ``init(key)`` draws the learned parameters i.i.d. ``init_scale * N(0, 1)``; parameters that
-    are not learned (b without bias, W when fixed) are absent from the pytree and ``readout``
-    reports their fixed value (b = 0, W the ETF).
+    ``init(key)`` draws the learned parameters ``{"H": (N, d), "W": (K, d), "b": (K,)}``
+    i.i.d. ``init_scale * N(0, 1)``; parameters that are not learned (b without bias, W when
+    fixed) are absent from the pytree and ``readout`` reports their fixed value (b = 0, W the
+    ETF). Built by :func:`ufm`, :func:`ufm_ce`, :func:`ufm_mse`.
     """
 
     feature_dim: int = eqx.field(static=True)
@@ -84,6 +94,7 @@ class UFM(Model):
 
     @property
     def learns_W(self) -> bool:
+        """Whether W is learned (classifier "learned"), not frozen at the ETF."""
         return self.classifier == "learned"
 
     def init(self, key):
@@ -107,7 +118,8 @@ class UFM(Model):
         return Readout(W, params["H"], b, jnp.asarray(self.labels))
 
     def weighted_loss(self, params, weights):
-        """The loss with per-sample weights w (N,) on its data term (``loss``: w = 1)."""
+        """CE or MSE of the logits W H^T + b 1^T with per-sample weights w (N,), plus
+        lam_W/2 ||W||^2 (learned W), lam_H/2 ||H||^2 and lam_b/2 ||b||^2 (with a bias)."""
         W, H, b, _ = self.readout(params)
         fit = cross_entropy if self.loss_kind == "ce" else mean_squared_error
         # logits as (K, N), the sample axis minor: 1.3-1.6x faster on CPU than (N, K)
@@ -136,7 +148,26 @@ def ufm(
     dtype=jnp.float32,
     name: str | None = None,
 ) -> UFM:
-    """A :class:`UFM` (hyperparameters become 0-d arrays of ``dtype``)."""
+    """A :class:`UFM`.
+
+    Args:
+        classes: K.
+        dim: d, the feature dimension.
+        per_class: n for every class, or the K counts n_k.
+        loss: "ce" or "mse".
+        wd_W: lam_W, the weight decay of W.
+        wd_H: lam_H, the weight decay of H.
+        wd_b: lam_b, the weight decay of b.
+        bias: learn a bias b (K,).
+        classifier: "learned", or "fixed-etf" (W frozen at a simplex ETF, d >= K - 1).
+        classifier_norm: the frozen rows' norm (fixed-etf).
+        init_scale: the parameters' entries are i.i.d. ``init_scale * N(0, 1)``.
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+        name: the model's name; None: "ufm-" + loss.
+
+    Returns:
+        The model.
+    """
     dtype = jnp.dtype(dtype)
     return UFM(
         counts=counts_of(classes, per_class), dtype_name=dtype.name, feature_dim=dim,
@@ -147,13 +178,41 @@ def ufm(
 
 
 def ufm_ce(classes, dim, per_class, wd_W=5e-3, wd_H=5e-3, wd_b=5e-3, bias=True, **kwargs) -> UFM:
-    """UFM with cross-entropy and weight decay on W, H and b (Zhu et al. 2021)."""
+    """UFM with cross-entropy and weight decay on W, H and b (Zhu et al. 2021).
+
+    Args:
+        classes: K.
+        dim: d.
+        per_class: n for every class, or the K counts n_k.
+        wd_W: lam_W.
+        wd_H: lam_H.
+        wd_b: lam_b.
+        bias: learn a bias b.
+        **kwargs: the other arguments of :func:`ufm`.
+
+    Returns:
+        The :class:`UFM`.
+    """
     return ufm(classes, dim, per_class, loss="ce", wd_W=wd_W, wd_H=wd_H, wd_b=wd_b, bias=bias,
                **kwargs)  # fmt: skip
 
 
 def ufm_mse(classes, dim, per_class, wd_W=5e-3, wd_H=5e-3, wd_b=0.0, bias=True, **kwargs) -> UFM:
-    """UFM with MSE; the bias is unregularized by default (Tirer & Bruna 2022)."""
+    """UFM with MSE; the bias is unregularized by default (Tirer & Bruna 2022).
+
+    Args:
+        classes: K.
+        dim: d.
+        per_class: n for every class, or the K counts n_k.
+        wd_W: lam_W.
+        wd_H: lam_H.
+        wd_b: lam_b (0: unregularized).
+        bias: learn a bias b.
+        **kwargs: the other arguments of :func:`ufm`.
+
+    Returns:
+        The :class:`UFM`.
+    """
     return ufm(classes, dim, per_class, loss="mse", wd_W=wd_W, wd_H=wd_H, wd_b=wd_b, bias=bias,
                **kwargs)  # fmt: skip
 

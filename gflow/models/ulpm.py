@@ -43,6 +43,7 @@ class ULPM(UFM):
     balanced, Zhat is the simplex ETF's logits; unregularized it falls like 1/log t)."""
 
     def observables(self, params):
+        """``kkt_residual``, ``kkt_slackness`` and ``seli_distance`` (see the class)."""
         W, H, _, labels = self.readout(params)
         residual, slackness = metrics.kkt_residual(W, H, labels, self.num_classes)
         target = theory.seli(self.counts).Z
@@ -61,7 +62,20 @@ def ulpm(
     init_scale: float = 0.1,
     dtype=jnp.float32,
 ) -> ULPM:
-    """ULPM: the UFM-CE loss with no bias and, by default, no weight decay."""
+    """ULPM: the UFM-CE loss with no bias and, by default, no weight decay.
+
+    Args:
+        classes: K.
+        dim: d, the feature dimension.
+        per_class: n for every class, or the K counts n_k.
+        wd_W: lam_W (0: unregularized).
+        wd_H: lam_H (0: unregularized).
+        init_scale: the parameters' entries are i.i.d. ``init_scale * N(0, 1)``.
+        dtype: the dtype of parameters and hyperparameters (0-d arrays).
+
+    Returns:
+        The :class:`ULPM`.
+    """
     base = ufm(
         classes, dim, per_class, loss="ce", wd_W=wd_W, wd_H=wd_H, wd_b=0.0, bias=False,
         init_scale=init_scale, dtype=dtype, name="ulpm",
