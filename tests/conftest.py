@@ -17,10 +17,12 @@ jax.config.update("jax_enable_x64", True)
 # start JAX's backends now, so that an in-process `gflow run` (which asks for one CPU device
 # per core before JAX starts) cannot change the device count under the tests that follow it
 jax.devices()
-# hermetic runs: the CLI's persistent compilation cache stays off unless a test turns it on
-os.environ["GFLOW_CACHE_DIR"] = "off"
-# `make test` shares compiled solves between tests (and its workers) through a cache that lives
-# as long as the run; the CLI's own cache stays off
+# hermetic runs: the CLI's persistent compilation cache (~/.cache/gflow) is never used. Under
+# `make test` compiled solves are shared between tests, their workers and the `gflow` processes
+# they start, through a cache that lives as long as the run (a cached executable is the one
+# XLA would build: the numbers do not change); otherwise the cache is off unless a test turns
+# it on
+os.environ["GFLOW_CACHE_DIR"] = os.environ.get("GFLOW_TEST_JAX_CACHE") or "off"
 if os.environ.get("GFLOW_TEST_JAX_CACHE"):
     jax.config.update("jax_compilation_cache_dir", os.environ["GFLOW_TEST_JAX_CACHE"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)

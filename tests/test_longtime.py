@@ -22,9 +22,9 @@ def small():
     """A small ULPM and its tight-tolerance plain-time reference, computed once."""
     model = ulpm(3, 3, 2, dtype=jnp.float64)
     params0 = init_batch(model, seed=0, count=2)
-    reference = jax.vmap(
+    reference = jax.jit(jax.vmap(
         lambda p: gradient_flow(model.loss, p, TS, observer(model), rtol=1e-12, atol=1e-14)
-    )(params0)  # fmt: skip
+    ))(params0)  # fmt: skip
     return model, params0, reference
 
 
@@ -32,7 +32,10 @@ def small():
 def test_same_path_as_a_tight_plain_time_reference(small, flow):
     model, params0, reference = small
     ts, observe = TS, observer(model)
-    traj = jax.vmap(lambda p: flow(model.loss, p, ts, observe, rtol=1e-10, atol=1e-12))(params0)
+    # jitted whole: op by op, the code around the solves would compile each of its ops
+    traj = jax.jit(jax.vmap(lambda p: flow(model.loss, p, ts, observe, rtol=1e-10, atol=1e-12)))(
+        params0
+    )
     assert np.all(np.asarray(traj.status) == 0)
     for name in ("W", "H"):  # the state at t1 itself (the loss flow stops there by an event)
         np.testing.assert_allclose(traj.final[name], reference.final[name], rtol=1e-6, atol=1e-8)

@@ -83,8 +83,12 @@ def test_hand_computed_case():
     assert float(metrics.nc2(jnp.eye(2))) == pytest.approx(expected, rel=1e-14)
 
 
+# jitted (one compile per shape and dtype): op by op, each metric's ops would compile one by one
+_evaluate = jax.jit(metrics.evaluate, static_argnums=4)
+
+
 def _all(W, H, b, labels, K):
-    return metrics.evaluate(W, H, b, labels, K)
+    return _evaluate(W, H, b, labels, K)
 
 
 SCALE_FREE = ("nc1", "nc2", "nc3", "nc4", "nc1_quotient", "nc2_features", "nc3_duality", "cdnv")

@@ -29,7 +29,10 @@ def test_eigenvalue_at_zero_has_its_closed_form(method, wd_W, wd_H):
     """At W = H = 0 the Hessian couples W and H through (Y - 11^T/K)/N, whose singular values
     are 1/(K sqrt n): lambda_min = (wd_W + wd_H)/2 - sqrt(((wd_W - wd_H)/2)^2 + 1/(K^2 n))."""
     model = ufm_ce(4, 6, 5, wd_W=wd_W, wd_H=wd_H, wd_b=5e-3, dtype=jnp.float64)
-    low, _ = hessian.extreme_eigenvalues(model.loss, zero_point(model), method, iters=40)
+    # jitted: op by op, the Lanczos loop's and the eigensolver's ops would each compile
+    low, _ = jax.jit(lambda p: hessian.extreme_eigenvalues(model.loss, p, method, iters=40))(
+        zero_point(model)
+    )
     expected = (wd_W + wd_H) / 2 - math.sqrt(((wd_W - wd_H) / 2) ** 2 + 1 / (16 * 5))
     assert float(low) == pytest.approx(expected, rel=1e-10)
 
@@ -38,10 +41,10 @@ def test_lanczos_matches_dense_under_vmap():
     model = ufm_ce(K, D, N_PER, dtype=jnp.float64)
     points = jax.vmap(model.init)(jax.random.split(jax.random.PRNGKey(1), 4))
     size = hessian.num_params(model.init(jax.random.PRNGKey(0)))
-    dense = jax.vmap(lambda p: hessian.dense_extreme_eigenvalues(model.loss, p))(points)
-    lanczos = jax.vmap(
+    dense = jax.jit(jax.vmap(lambda p: hessian.dense_extreme_eigenvalues(model.loss, p)))(points)
+    lanczos = jax.jit(jax.vmap(
         lambda p: hessian.lanczos_extreme_eigenvalues(model.loss, p, iters=size)
-    )(points)  # fmt: skip
+    ))(points)  # fmt: skip
     np.testing.assert_allclose(lanczos[0], dense[0], rtol=1e-8)
     np.testing.assert_allclose(lanczos[1], dense[1], rtol=1e-8)
 
@@ -96,13 +99,15 @@ def test_saddle_where_two_classes_share_a_direction():
         "h01": 0.1 * jax.random.normal(key[2], (N_PER, D)),
         "h2": 0.1 * jax.random.normal(key[3], (N_PER, D)),
     }
-    reduced = gradient_flow(lambda r: model.loss(expand(r)), r0, np.array([0.0, 5000.0]),
-                            lambda r: {"loss": model.loss(expand(r))}, rtol=1e-12, atol=1e-14)  # fmt: skip
+    reduced = jax.jit(lambda r: gradient_flow(
+        lambda r: model.loss(expand(r)), r, np.array([0.0, 5000.0]),
+        lambda r: {"loss": model.loss(expand(r))}, rtol=1e-12, atol=1e-14,
+    ))(r0)  # fmt: skip
     saddle = expand(reduced.final)
     assert np.all(labels == np.repeat(np.arange(K), N_PER))
     grad = jax.grad(model.loss)(saddle)
     assert max(float(jnp.abs(g).max()) for g in grad.values()) < 1e-9  # a critical point
-    low, _ = hessian.dense_extreme_eigenvalues(model.loss, saddle)
+    low, _ = jax.jit(lambda p: hessian.dense_extreme_eigenvalues(model.loss, p))(saddle)
     assert float(low) < -1e-3  # strict saddle (measured about -0.06)
     rho = theory.ufm_ce_optimum(K, N_PER, wd, wd).rho
     assert float(jnp.sum(saddle["W"] ** 2)) < 0.95 * rho  # not the minimizer

@@ -33,10 +33,11 @@ def solve(noise, keys, x0, solver="euler", dt0=1e-3):
 
 def test_ornstein_uhlenbeck_moments():
     """E x_t = x_0 e^{-a t}, Var x_t = sigma^2/(2a) (1 - e^{-2a t}), per coordinate."""
-    sigma, x0 = 0.5, jnp.linspace(-1.0, 1.0, 8)
-    traj = solve(sigma, noise_keys(0, 500), x0)
+    # Euler-Maruyama at dt = 2e-3 shifts the variance by about a dt = 0.4%
+    sigma, x0 = 0.5, jnp.linspace(-1.0, 1.0, 20)
+    traj = solve(sigma, noise_keys(0, 200), x0, dt0=2e-3)
     assert set(STATUS[s] for s in np.asarray(traj.status)) == {"ok"}
-    x = np.asarray(traj.final["x"])  # (500 inits, 8 coordinates) at t = 1
+    x = np.asarray(traj.final["x"])  # (200 inits, 20 coordinates) at t = 1
     deviation = x - np.asarray(x0) * np.exp(-A * 1.0)
     var = sigma**2 / (2 * A) * (1 - np.exp(-2 * A * 1.0))
     # mean: 4000 samples of variance var -> standard error sqrt(var/4000) ~ 0.004
