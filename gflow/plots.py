@@ -69,10 +69,10 @@ def band(ax, time, values, label=None, logy=True, logx=True, color=_MEDIAN):
         ax.set_yscale("log")
 
 
-def _class_axes(ax, num_classes: int) -> None:
-    """Both axes of a K x K image labelled "class", with a tick per class (at most 10)."""
+def _class_axes(ax, num_classes: int, label: str = "class") -> None:
+    """Both axes of a K x K image labelled ``label``, with a tick per class (at most 10)."""
     ticks = np.unique(np.linspace(0, num_classes - 1, min(num_classes, 10)).round().astype(int))
-    ax.set(xlabel="class", ylabel="class", xticks=ticks, yticks=ticks)
+    ax.set(xlabel=label, ylabel=label, xticks=ticks, yticks=ticks)
     ax.grid(False)
 
 
@@ -101,11 +101,18 @@ def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
             band(ax, time, ds.loss)
             ax.set_ylabel("$L$")
             ax.set_title("loss")
-        for ax, name in zip(axes.flat[1:5], _metric_panels(ds), strict=True):
+        panels = _metric_panels(ds)
+        for ax, name in zip(axes.flat[1:5], panels, strict=False):
             title, logy = _METRIC_TITLES.get(name, (name.replace("_", " "), True))
             band(ax, time, ds[name], logy=logy)
             ax.set_title(title)
-            ax.set_ylabel(name.upper() if name.startswith("nc") and len(name) == 3 else name)
+            ax.set_ylabel(_metric_label(name))
+            if f"theory_{name}" in ds.attrs:  # a closed-form value (0 for a target: log axis)
+                ax.axhline(ds.attrs[f"theory_{name}"], color=_THEORY, ls="--", lw=1.2,
+                           label="closed form")  # fmt: skip
+                ax.legend(frameon=False, fontsize=8)
+        for ax in axes.flat[1 + len(panels) : 5]:
+            ax.set_visible(False)
         ax = axes[1, 2]
         if "theory_normalized_margin" in ds.attrs:  # ULPM: the margin is what converges
             band(ax, time, ds.normalized_margin, logy=False)
@@ -115,6 +122,8 @@ def plot_trajectories(ds: xr.Dataset) -> plt.Figure:
         else:
             band(ax, time, ds.W_norm_sq, logy=False)
             reference, ref_label = ds.attrs.get("theory_W_norm_sq"), r"closed form $\rho$"
+            if _is_regression(ds):
+                ref_label = r"closed form $\mathrm{tr}\,W^\star W^{\star\top}$"
             ax.set_title(r"$\|W\|_F^2$")
             ax.set_ylabel(r"$\|W\|_F^2$")
         if reference is not None:
@@ -136,16 +145,34 @@ _METRIC_TITLES = {
     "nc3_uncentred": ("classifier vs raw class means", True),
     "nc2_features": ("NC2 of the class means", True),
     "seli_distance": ("distance to SELI (direction of $HW^\\top$)", True),
+    # the regression UFM (Andriopoulos et al. 2024): each NRC is 0 at the closed form
+    "nrc1": ("NRC1: features outside the top-$m$ PCs (→ 0)", True),
+    "nrc2": ("NRC2: features outside $W$'s row space (→ 0)", True),
+    "nrc3": (r"NRC3: $WW^\top$ vs the closed form's direction (→ 0)", True),
+    "train_mse": (r"fit $\frac{1}{2N}\|HW^\top + 1b^\top - Y\|^2$", False),
 }
+_REGRESSION_FILL = ("train_mse",)  # no classes: the NC metrics mean nothing there
+
+
+def _metric_label(name: str) -> str:
+    """NC1..NC4 and NRC1..NRC3 in capitals, other metrics by name."""
+    return name.upper() if name[:-1] in ("nc", "nrc") and name[-1].isdigit() else name
+
+
+def _is_regression(ds: xr.Dataset) -> bool:
+    """Results of the regression UFM (targets for rows of W, no classes)."""
+    return _config(ds).get("model", {}).get("name") == "ufm-regression"
 
 
 def _metric_panels(ds: xr.Dataset) -> list[str]:
-    """Four metrics to draw: the model's targets (those that vanish at its geometry, see
-    :func:`gflow.results.target_metrics`), then NC1-NC4 to fill the panels."""
+    """Up to four metrics to draw: the model's targets (those that vanish at its geometry, see
+    :func:`gflow.results.target_metrics`), then NC1-NC4 to fill the panels (the regression
+    UFM: NRC1-NRC3, then the fit ``train_mse``)."""
     from gflow.results import target_metrics
 
     names = [n for n in target_metrics(ds) if n in ds and ds[n].dims == ("init", "time")]
-    for extra in ("seli_distance", "nc1", "nc2", "nc3", "nc4"):
+    fill = ("seli_distance", "nc1", "nc2", "nc3", "nc4")
+    for extra in _REGRESSION_FILL if _is_regression(ds) else fill:
         if extra in ds and extra not in names:
             names.append(extra)
     return names[:4]
@@ -167,12 +194,20 @@ def describe(ds: xr.Dataset) -> str:
         ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
 
     Returns:
-        A string such as ``", K=4, d=8, n=5, wd_W=0.005, wd_H=0.005"`` (from its config).
+        A string such as ``", K=4, d=8, n=5, wd_W=0.005, wd_H=0.005"`` (from its config); for
+        the regression UFM ``", N=20, m=2, d=4, spectrum=[4, 1], wd_W=0.3, wd_H=0.3"``.
     """
     model = _config(ds).get("model", {})
     if not model:
         return ""
     from gflow.models import registry
+
+    if _is_regression(ds):  # samples N, targets m (the rows of W): no classes
+        spectrum = ", ".join(f"{v:g}" for v in model.get("target_spectrum", ()))
+        parts = [f"N={ds.sizes.get('sample', '?')}", f"m={ds.sizes.get('class', '?')}",
+                 f"d={ds.sizes.get('feature', '?')}", f"spectrum=[{spectrum}]"]  # fmt: skip
+        parts += [f"{k}={model[k]:g}" for k in ("wd_W", "wd_H") if k in model]
+        return ", " + ", ".join(parts)
 
     counts = ds.class_count.values if "class_count" in ds else None
     n = (
@@ -228,7 +263,8 @@ def plot_gram(ds: xr.Dataset, init: int = 0) -> plt.Figure:
     """Final W W^T of one init (scaled to unit diagonal mean) beside the target's Gram.
 
     The target is the one the model declares (:func:`target_gram`); a third panel shows their
-    difference on its own scale.
+    difference on its own scale. For the regression UFM both are drawn as they are (rows: the
+    m targets): its closed form fixes W W^T's scale too.
 
     Args:
         ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
@@ -239,20 +275,29 @@ def plot_gram(ds: xr.Dataset, init: int = 0) -> plt.Figure:
     """
     W = ds.W.isel(init=init).values
     gram = W @ W.T
-    gram = gram / np.mean(np.diag(gram)) if np.any(gram) else gram
+    absolute = _is_regression(ds)
+    if not absolute and np.any(gram):
+        gram = gram / np.mean(np.diag(gram))
     matrices = {rf"$WW^\top$ (init {init})": gram}
     target = target_gram(ds)
     if target is not None:
         name, reference = target
-        matrices[name] = reference / np.mean(np.diag(reference))
-    fig = plot_matrices(matrices, label="normalized inner product",
-                        difference=target is not None)  # fmt: skip
+        if absolute:
+            matrices[rf"{name} $W^\star W^{{\star\top}}$"] = np.asarray(reference, float)
+        else:
+            matrices[name] = reference / np.mean(np.diag(reference))
+    label = r"$WW^\top$" if absolute else "normalized inner product"
+    fig = plot_matrices(matrices, label=label, difference=target is not None,
+                        axis_label="target" if absolute else "class")  # fmt: skip
     fig.suptitle(f"{ds.attrs.get('title', 'gflow')}{describe(ds)}", fontsize=9)
     return fig
 
 
 def plot_matrices(
-    matrices: dict[str, np.ndarray], label: str = "value", difference: bool = False
+    matrices: dict[str, np.ndarray],
+    label: str = "value",
+    difference: bool = False,
+    axis_label: str = "class",
 ) -> plt.Figure:
     """Matrices side by side on one colour scale centred at 0 (rows and columns: classes).
 
@@ -263,6 +308,7 @@ def plot_matrices(
         matrices: the (K, K) matrices by panel title.
         label: the colour bar's label.
         difference: add a last panel, first minus second, on its own scale.
+        axis_label: what the rows and columns are ("class"; "target" for regression).
 
     Returns:
         The figure.
@@ -289,7 +335,7 @@ def plot_matrices(
             else:
                 im = ax.imshow(mat, cmap="RdBu_r", norm=norm)
             ax.set_title(title)
-            _class_axes(ax, len(mat))
+            _class_axes(ax, len(mat), axis_label)
             if len(mat) <= 8:
                 for (i, j), v in np.ndenumerate(mat):
                     ax.text(j, i, f"{v:.2g}" if is_difference else f"{v:.2f}", ha="center",

@@ -3,7 +3,9 @@
 The contract: dims ``init``, ``time``, ``class``, ``feature``, ``sample``; along the
 trajectory (init, time): ``loss``, ``nc1``..``nc4`` and the other metrics; final state ``W``
 (init, class, feature), ``H`` (init, sample, feature), ``b`` (init, class); ``labels`` (sample);
-``status`` (init): "ok" or why that init failed; attributes ``config`` (TOML text),
+``status`` (init): "ok" or why that init failed; the model's own data arrays
+(``Model.saved_data``, e.g. the regression ``targets`` (sample, target)); attributes ``config``
+(TOML text),
 ``gflow_version``, ``git_revision``, the versions of jax, jaxlib, diffrax, optax, equinox,
 numpy, xarray and Python, ``device``, ``seed``, ``compile_seconds``, ``run_seconds``.
 """
@@ -59,15 +61,28 @@ def _provenance() -> dict[str, str]:
 
 
 def device_description() -> str:
-    """The default JAX device, e.g. ``cpu (cpu), 1 device``."""
+    """The default JAX device and how many devices there are.
+
+    Returns:
+        A string such as ``cpu (cpu), 1 device``.
+    """
     devices = jax.devices()
     d = devices[0]
     return f"{d.platform} ({d.device_kind}), {len(devices)} device{'s' * (len(devices) > 1)}"
 
 
 def theory_attrs(model: Model, cfg: Config) -> dict[str, float | int | str]:
-    """Closed-form reference values for the configured model, where the papers give one, and
-    its target geometry in words (``theory_geometry``), from the model's declaration."""
+    """The closed-form attributes of a results file, from the model's declaration.
+
+    Args:
+        model: the configured model (its per-class counts are read).
+        cfg: the config (its ``[model]`` section is read).
+
+    Returns:
+        The ``theory_*`` reference values where the papers give them, the target geometry in
+        words (``theory_geometry``) and the metrics that vanish there (``theory_metrics``,
+        space-separated).
+    """
     spec = registry.spec(cfg.model.name)
     options = spec.values(cfg.model)
     attrs = spec.closed_form(options, model.counts) if spec.closed_form is not None else {}
@@ -77,8 +92,15 @@ def theory_attrs(model: Model, cfg: Config) -> dict[str, float | int | str]:
 
 
 def target_metrics(ds: xr.Dataset) -> tuple[str, ...]:
-    """The metrics that vanish at the model's target geometry (``theory_metrics``; NC1-NC4,
-    the simplex ETF's, for files written before it was recorded)."""
+    """The metrics that vanish at the model's target geometry.
+
+    Args:
+        ds: a results Dataset.
+
+    Returns:
+        The names in its ``theory_metrics`` (NC1-NC4, the simplex ETF's, for files written
+        before it was recorded).
+    """
     return tuple(ds.attrs.get("theory_metrics", "nc1 nc2 nc3 nc4").split())
 
 
@@ -92,10 +114,30 @@ def to_dataset(
     inits: np.ndarray | None = None,
     initial=None,
 ) -> xr.Dataset:
-    """Build the results Dataset from a batched trajectory (leading axis: init); ``inits`` are
-    the init indices it holds (default 0..count-1); ``initial`` the initial parameters (a
-    pytree, leading axis init), saved as ``initial_<name>`` so that ``init.from`` can start
-    from them again. Every variable has CF ``long_name`` and ``units``."""
+    """Build the results Dataset from a batched trajectory.
+
+    Every variable gets its CF attributes from :func:`gflow.variables.attributes`
+    (``long_name``, ``units`` and, where registered, ``description`` and ``references``).
+
+    Args:
+        traj: the trajectories of a block of inits (leading axis: init).
+        times: the saved times, (T,).
+        model: the model that was solved; its ``saved_data()`` arrays (e.g. the regression
+            ``targets`` (sample, target)) become variables too.
+        cfg: the config (written as the ``config`` attribute).
+        compile_seconds: time spent compiling.
+        run_seconds: time spent solving.
+        inits: the init indices the block holds (default 0..count-1).
+        initial: the initial parameters (a pytree, leading axis init), saved as
+            ``initial_<name>`` so that ``init.from`` can start from them again.
+
+    Returns:
+        The Dataset: dims ``init``, ``time``, ``class``, ``feature``, ``sample`` (and those of
+        the model's data), the attributes of the module's contract.
+
+    Raises:
+        ValueError: a ``saved_data`` array takes a variable's name or changes a dim's size.
+    """
     traj = jax.tree.map(np.asarray, traj)
     W, H, b, labels = jax.vmap(model.readout)(traj.final)
     count = np.asarray(W).shape[0]
@@ -118,6 +160,7 @@ def to_dataset(
     )
     if initial is not None:
         data.update(_initial_variables(initial, model))
+    data.update(_model_data(model, data))
     gd = cfg.dynamics.kind in config_mod.STEPPED_KINDS  # gd, sgd
     time_name = "step" if gd else "flow time"  # sde: flow time too
     coords = {
@@ -164,8 +207,11 @@ def to_dataset(
 
 
 def command_line() -> str:
-    """This process's command line (e.g. ``gflow run c.toml``; a notebook's kernel shows as
-    the Python it runs)."""
+    """This process's command line.
+
+    Returns:
+        e.g. ``gflow run c.toml`` (a notebook's kernel shows as the Python it runs).
+    """
     return (
         " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
     )
@@ -202,6 +248,33 @@ def _initial_variables(initial, model: Model) -> dict:
     return out
 
 
+def _model_data(model: Model, data: dict) -> dict:
+    """The model's ``saved_data()`` as results variables, checked against ``data``: a new name,
+    one dim name per axis, and the size of every dim that ``data`` (or the coordinates
+    ``class``, ``feature``, ``sample``) already has."""
+    sizes = {"class": model.num_classes, "feature": model.dim, "sample": len(model.labels)}
+    for dims, values, *_ in data.values():
+        sizes.update(zip(dims, np.shape(values), strict=False))
+    taken = {*data, *sizes, "class_count", "flow_time"}
+    out = {}
+    for name, (dims, values) in model.saved_data().items():
+        values = np.asarray(values)
+        if name in taken:
+            raise ValueError(f"{model.name}.saved_data: {name!r} is already a results name")
+        if len(dims) != values.ndim:
+            raise ValueError(
+                f"{model.name}.saved_data: {name} has {values.ndim} axes, {len(dims)} dim names"
+            )
+        for dim, size in zip(dims, values.shape, strict=True):
+            if sizes.setdefault(dim, size) != size:
+                raise ValueError(
+                    f"{model.name}.saved_data: {name} has {size} along {dim!r}, the results "
+                    f"{sizes[dim]}"
+                )
+        out[name] = (tuple(dims), values)
+    return out
+
+
 def _umask_mode() -> int:
     """The mode a plain ``open`` gives a new file: 0o666 less the umask (mkstemp gives 0o600,
     which would hide results from collaborators)."""
@@ -215,6 +288,13 @@ def save(ds: xr.Dataset, path: str | Path) -> Path:
 
     A reader never sees a half-written file: either the old one or the complete new one. The
     file gets the mode the umask gives, as ``open`` would.
+
+    Args:
+        ds: the Dataset.
+        path: the netCDF file to write (its folder is created if missing).
+
+    Returns:
+        ``path`` as a ``Path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,9 +313,18 @@ def save(ds: xr.Dataset, path: str | Path) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically (a unique temporary in the same folder, then a rename), so
-    that concurrent writers and a kill at any moment never leave a partial file. The file gets
-    the mode the umask gives, as ``open`` would."""
+    """Write a text file atomically: a unique temporary in the same folder, then a rename.
+
+    Concurrent writers and a kill at any moment never leave a partial file. The file gets the
+    mode the umask gives, as ``open`` would.
+
+    Args:
+        path: the file (its folder must exist).
+        text: its content.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
@@ -246,15 +335,29 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def remove_stale_temporaries(folder: str | Path) -> None:
-    """Delete the temporary files of writes that a killed process left behind in ``folder``
-    (never a results file: those only appear by an atomic rename)."""
+    """Delete the temporary files of writes that a killed process left behind.
+
+    Never a results file: those only appear by an atomic rename.
+
+    Args:
+        folder: the folder to clean.
+    """
     for tmp in Path(folder).glob(".*.*.tmp"):
         tmp.unlink(missing_ok=True)
 
 
 def join(parts: list[xr.Dataset]) -> xr.Dataset:
-    """Concatenate results of disjoint blocks of inits along ``init`` (sorted by init index).
-    Attributes come from the first block; ``run_seconds`` and ``compile_seconds`` are summed."""
+    """Concatenate results of disjoint blocks of inits along ``init``, sorted by init index.
+
+    Variables without an ``init`` dim (``labels``, the model's data) and the attributes come
+    from the first block; ``run_seconds`` and ``compile_seconds`` are summed.
+
+    Args:
+        parts: the blocks' Datasets.
+
+    Returns:
+        One Dataset of all their inits.
+    """
     parts = sorted(parts, key=lambda ds: int(ds.init.values[0]))
     if len(parts) == 1:
         return parts[0]
@@ -266,9 +369,18 @@ def join(parts: list[xr.Dataset]) -> xr.Dataset:
 
 
 class PartStore:
-    """A folder of result blocks ``part-LO-HI.nc`` (inits LO..HI-1) of one config, written
-    atomically as they are solved. ``config.toml`` in it holds the config's fingerprint; a
-    folder of another config is refused with a one-line ConfigError."""
+    """A folder of result blocks ``part-LO-HI.nc`` (inits LO..HI-1) of one config.
+
+    The blocks are written atomically as they are solved. ``config.toml`` in it holds the
+    config's fingerprint; a folder of another config is refused.
+
+    Args:
+        folder: the folder (created if missing).
+        fingerprint: the config's fingerprint (TOML text).
+
+    Raises:
+        ConfigError: the folder holds an unfinished run of another config (one line).
+    """
 
     def __init__(self, folder: str | Path, fingerprint: str):
         self.folder = Path(folder)
@@ -283,16 +395,20 @@ class PartStore:
             write_text(stamp, fingerprint)
 
     def path(self, lo: int, hi: int) -> Path:
+        """The file of the block of inits [lo, hi)."""
         return self.folder / f"part-{lo:09d}-{hi:09d}.nc"
 
     def has(self, lo: int, hi: int) -> bool:
+        """Whether the block of inits [lo, hi) is written."""
         return self.path(lo, hi).is_file()
 
     def save(self, ds: xr.Dataset) -> Path:
+        """Write a block (its inits are read off ``ds``) atomically; returns its path."""
         lo, hi = int(ds.init.values[0]), int(ds.init.values[-1]) + 1
         return save(ds, self.path(lo, hi))
 
     def load(self, lo: int, hi: int) -> xr.Dataset:
+        """The block of inits [lo, hi), read fully into memory."""
         return load(self.path(lo, hi))
 
     def wait_for(
@@ -302,8 +418,21 @@ class PartStore:
         poll: float = 0.5,
         timeout: float = 86400.0,
     ) -> list[xr.Dataset]:
-        """Load every block, waiting for those other processes are still writing; raise
-        TimeoutError after ``timeout`` seconds in which no new block appeared."""
+        """Load every block, waiting for those other processes are still writing.
+
+        Args:
+            blocks: the (lo, hi) of every block.
+            progress: say on stderr when it waits.
+            poll: seconds between looks at the folder.
+            timeout: seconds without a new block after which it gives up.
+
+        Returns:
+            The blocks' Datasets, in the order of ``blocks``.
+
+        Raises:
+            TimeoutError: no new block appeared for ``timeout`` seconds (one line, naming the
+                missing inits).
+        """
         missing = [b for b in blocks if not self.has(*b)]
         last_news = time.monotonic()
         if progress and missing:
@@ -325,15 +454,26 @@ class PartStore:
         return [self.load(*b) for b in blocks]
 
     def remove(self) -> None:
+        """Delete the folder and its files."""
         for path in self.folder.glob("*"):
             path.unlink(missing_ok=True)
         self.folder.rmdir()
 
 
 def load(path: str | Path) -> xr.Dataset:
-    """Open a results file fully into memory (the file is closed on return). A netCDF file
-    that gflow did not write (no ``time``, ``loss``, ``W``, ``H`` or ``config`` attribute, e.g.
-    a sweep's index.nc) is refused with a one-line ConfigError saying what it lacks."""
+    """Open a results file fully into memory (the file is closed on return).
+
+    Args:
+        path: a results.nc.
+
+    Returns:
+        The Dataset.
+
+    Raises:
+        ConfigError: a netCDF file that gflow did not write (no ``time``, ``loss``, ``W``,
+            ``H`` or ``config`` attribute, e.g. a sweep's index.nc), in one line saying what
+            it lacks.
+    """
     with xr.open_dataset(path, engine="netcdf4") as ds:
         names = [name for name in ("time", "loss", "W", "H") if name not in ds.variables]
         lacks = [f"variables {', '.join(names)}"] if names else []
@@ -348,8 +488,16 @@ def load(path: str | Path) -> xr.Dataset:
 
 
 def collapsed(ds: xr.Dataset, tol: float = 1e-3) -> xr.DataArray:
-    """Per init: status ok and, at the last saved time, every metric of the model's target
-    geometry (:func:`target_metrics`; NC1-NC3 for a simplex ETF) below ``tol``, NC4 = 0."""
+    """Which inits reached the model's target geometry.
+
+    Args:
+        ds: a results Dataset.
+        tol: the bound on the target metrics.
+
+    Returns:
+        Per init (bool): status ok and, at the last saved time, every metric of the target
+        geometry (:func:`target_metrics`; NC1-NC3 for a simplex ETF) below ``tol``, NC4 = 0.
+    """
     last = ds.isel(time=-1)
     out = ds.status == "ok"
     for name in target_metrics(ds):
@@ -358,9 +506,16 @@ def collapsed(ds: xr.Dataset, tol: float = 1e-3) -> xr.DataArray:
 
 
 def escape_time(ds: xr.Dataset, factor: float = 1e4) -> xr.DataArray:
-    """Per init, the first saved time at which ||W||^2 + ||H||^2 has grown by ``factor`` over
-    its initial value (NaN if never): how long a run started near a saddle such as W = H = 0
-    takes to leave it."""
+    """How long a run started near a saddle such as W = H = 0 takes to leave it.
+
+    Args:
+        ds: a results Dataset.
+        factor: the growth of ||W||^2 + ||H||^2 over its initial value that counts as escape.
+
+    Returns:
+        Per init, the first saved time at which it has grown by ``factor`` (NaN if never),
+        named ``escape_time``.
+    """
     sq = ds.W_norm_sq + ds.H_norm_sq
     grown = sq >= factor * sq.isel(time=0)
     first = ds.time.where(grown).min("time")
@@ -368,7 +523,14 @@ def escape_time(ds: xr.Dataset, factor: float = 1e4) -> xr.DataArray:
 
 
 def failures(ds: xr.Dataset) -> str:
-    """The failed inits by status, most first, e.g. ``"nan 2, max_steps 1"`` ("" if none)."""
+    """The failed inits by status, most first.
+
+    Args:
+        ds: a results Dataset.
+
+    Returns:
+        e.g. ``"nan 2, max_steps 1"`` ("" if none failed).
+    """
     names, counts = np.unique(ds.status.values.astype(str), return_counts=True)
     found = [(c, n) for n, c in zip(names, counts, strict=True) if n != "ok"]
     order = {name: i for i, name in enumerate(STATUS)}
@@ -377,14 +539,21 @@ def failures(ds: xr.Dataset) -> str:
 
 
 def _label(metric: str) -> str:
-    """NC1..NC4 in capitals, other metrics by name."""
-    return metric.upper() if metric.startswith("nc") and len(metric) == 3 else metric
+    """NC1..NC4 and NRC1..NRC3 in capitals, other metrics by name."""
+    return metric.upper() if metric[:-1] in ("nc", "nrc") and metric[-1].isdigit() else metric
 
 
 def summary(ds: xr.Dataset) -> str:
-    """A text table of the final state across the ok inits, against the closed form where there
-    is one; a line above it says how many inits failed and why (and the table is left out if
-    none is ok)."""
+    """A text table of the final state across the ok inits, against the closed form.
+
+    Args:
+        ds: a results Dataset.
+
+    Returns:
+        The table (quantity, closed form where there is one, median, worst), the statuses,
+        the fraction collapsed and the timings; a line above says how many inits failed and
+        why (and the table is left out if none is ok).
+    """
     total = ds.sizes["init"]
     ok = ds.status.values.astype(str) == "ok"
     status, counts = np.unique(ds.status.values.astype(str), return_counts=True)
@@ -421,6 +590,8 @@ def summary(ds: xr.Dataset) -> str:
     if "theory_W_norm_sq" in ds.attrs:
         add("||W||_F^2", last.W_norm_sq, ds.attrs["theory_W_norm_sq"])
         add("||H||_F^2", last.H_norm_sq, ds.attrs["theory_H_norm_sq"])
+    if "theory_train_mse" in ds.attrs:  # regression: the fit part of the loss
+        add("train_mse", last.train_mse, ds.attrs["theory_train_mse"])
     if "theory_normalized_margin" in ds.attrs:
         add("normalized margin", last.normalized_margin, ds.attrs["theory_normalized_margin"])
     if "theory_margin_rate" in ds.attrs:  # LE-ODE/SDE: m(t) = m(0) exp(rate t); logits, no W

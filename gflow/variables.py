@@ -51,8 +51,21 @@ LONG_NAMES: dict[str, str] = {
     "train_error": "fraction of training samples misclassified",
     "train_mse": "mean squared error of the outputs against the one-hot labels",
     "min_angle": "smallest angle between classifier rows (radians)",
+    "nrc1": "NRC1: energy fraction of the centred features outside their top-m principal subspace",
+    "nrc2": "NRC2: energy fraction of the centred features outside the row space of W",
+    "nrc3": "NRC3: || W W^T/||W W^T|| - A/||A|| ||, A the closed form's W W^T direction",
+    "targets": "regression targets Y (one row per sample, one column per target dimension)",
 }
 UNITS: dict[str, str] = {"min_angle": "rad"}
+# a longer account of a variable (CF ``description``) and the paper it follows (``references``)
+DESCRIPTIONS: dict[str, str] = {
+    "targets": "the data the ufm-regression features fit: Y (N, m), drawn from model.target_seed "
+    "with centred covariance (1/N) Yc^T Yc of eigenvalues model.target_spectrum",
+}
+REFERENCES: dict[str, str] = {
+    "targets": "Andriopoulos, Dong, Guo, Zhao & Ross, The prevalence of neural collapse in neural "
+    "multivariate regression, NeurIPS 2024, arXiv:2409.04180",
+}
 NOT_PHYSICAL = frozenset({"status", "labels"})  # no units: a label or a category
 
 
@@ -63,7 +76,8 @@ def attributes(name: str) -> dict[str, str]:
         name: a variable of a results file; ``initial_<p>`` is described like the parameter p.
 
     Returns:
-        ``long_name`` and, for a physical quantity, ``units`` ("1": dimensionless).
+        ``long_name`` and, for a physical quantity, ``units`` ("1": dimensionless); where the
+        registry has them, ``description`` and ``references`` (the paper).
     """
     if name.startswith("initial_"):
         attrs = {"long_name": f"initial value of parameter {name[len('initial_') :]}"}
@@ -71,4 +85,7 @@ def attributes(name: str) -> dict[str, str]:
         attrs = {"long_name": LONG_NAMES.get(name, name.replace("_", " "))}
     if name not in NOT_PHYSICAL:
         attrs["units"] = UNITS.get(name, "1")
+    for key, table in (("description", DESCRIPTIONS), ("references", REFERENCES)):
+        if name in table:
+            attrs[key] = table[name]
     return attrs

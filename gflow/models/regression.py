@@ -34,7 +34,10 @@ These follow the paper's three statements (features in an m-dimensional principa
 in W's row space, W W^T of the closed form's shape) in gflow's own normalization: energy
 fractions, and the known c in place of a fit of it; each vanishes exactly at the optimum. The
 closed form, F* and W W^T, with rank #{mu_i > c}: :mod:`gflow.theory.regression`. Results carry
-Y as the attribute ``target_values`` (N m numbers, row-major; :func:`saved_targets` reshapes it).
+Y as the variable ``targets`` (sample, target) (:meth:`RegressionUFM.saved_data`;
+:func:`saved_targets` reads it, and the attribute ``target_values`` of files written before).
+Their figures draw NRC1-NRC3 and ``train_mse`` against the closed form and W W^T beside the
+closed form's (:data:`SPEC`'s ``gram``).
 """
 
 from __future__ import annotations
@@ -66,10 +69,20 @@ NRC_METRICS = ("nrc1", "nrc2", "nrc3")
 
 
 def regression_targets(samples: int, spectrum: Sequence[float], seed: int) -> np.ndarray:
-    """Targets Y (N, m), m = len(spectrum), whose centred covariance (1/N) Yc^T Yc has exactly
-    the eigenvalues ``spectrum``: Y = sqrt(N) Q diag(sqrt(mu)) R^T + 1 ybar^T with Q (N, m)
-    orthonormal columns orthogonal to 1 (QR of centred Gaussian columns), R a Haar-random
-    orthogonal (m, m) and ybar ~ N(0, I_m), all drawn from ``seed`` (float64; needs N > m)."""
+    """Targets whose centred covariance (1/N) Yc^T Yc has exactly the eigenvalues ``spectrum``.
+
+    Y = sqrt(N) Q diag(sqrt(mu)) R^T + 1 ybar^T with Q (N, m) orthonormal columns orthogonal
+    to 1 (QR of centred Gaussian columns), R a Haar-random orthogonal (m, m) and
+    ybar ~ N(0, I_m), all drawn from ``seed``.
+
+    Args:
+        samples: N, > m.
+        spectrum: the m eigenvalues mu of the centred covariance.
+        seed: the NumPy seed of Q, R and ybar.
+
+    Returns:
+        Y, (N, m) float64.
+    """
     mu = np.asarray(spectrum, float)
     m = mu.size
     rng = np.random.default_rng(seed)
@@ -82,9 +95,19 @@ def regression_targets(samples: int, spectrum: Sequence[float], seed: int) -> np
 
 
 class RegressionUFM(Model):
-    """Free H (N, d), W (m, d), b (m,) fitting the targets ``Y`` (N, m, a data leaf);
-    ``target_eigvals`` (m,) and ``target_eigvecs`` (m, m) are Sigma's eigenpairs (data, for
-    NRC3). ``init(key)`` draws H, W, b i.i.d. ``init_scale * N(0, 1)``."""
+    """Free H (N, d), W (m, d), b (m,) fitting the targets Y (N, m).
+
+    Attributes:
+        feature_dim: d (static).
+        target_seed: the seed Y was drawn from, None where Y was given (static).
+        target_spectrum: the eigenvalues Y was drawn with, None where Y was given (static).
+        Y: the targets, (N, m), a data leaf.
+        target_eigvals: Sigma's eigenvalues, (m,), ascending (data, for NRC3).
+        target_eigvecs: Sigma's eigenvectors as columns, (m, m) (data, for NRC3).
+        wd_W: weight decay of W (0-d leaf).
+        wd_H: weight decay of H (0-d leaf).
+        init_scale: ``init(key)`` draws H, W, b i.i.d. ``init_scale * N(0, 1)`` (0-d leaf).
+    """
 
     feature_dim: int = eqx.field(static=True)
     target_seed: int | None = eqx.field(static=True)  # None: targets given
@@ -119,6 +142,14 @@ class RegressionUFM(Model):
         return np.zeros(self.Y.shape[0], np.int32)
 
     def init(self, key):
+        """One random start: H (N, d), W (m, d), b (m,) i.i.d. ``init_scale * N(0, 1)``.
+
+        Args:
+            key: a JAX PRNG key.
+
+        Returns:
+            The parameters ``{"H", "W", "b"}``.
+        """
         kh, kw, kb = jax.random.split(key, 3)
         N, m, d, dtype = self.num_samples, self.num_classes, self.feature_dim, self.dtype
         return {
@@ -128,18 +159,57 @@ class RegressionUFM(Model):
         }
 
     def readout(self, params):
+        """The (W, H, b, labels) view: W's m rows as the "classes", every label 0.
+
+        Args:
+            params: the parameters.
+
+        Returns:
+            The :class:`~gflow.models.base.Readout`.
+        """
         return Readout(params["W"], params["H"], params["b"], jnp.asarray(self.labels))
 
+    def saved_data(self):
+        """The targets for the results file.
+
+        Returns:
+            ``{"targets": (("sample", "target"), Y)}``, Y (N, m) as float64 NumPy.
+        """
+        return {"targets": (("sample", "target"), np.asarray(self.Y, np.float64))}
+
     def outputs(self, params):
-        """H W^T + 1 b^T, (N, m)."""
+        """The predictions.
+
+        Args:
+            params: the parameters.
+
+        Returns:
+            H W^T + 1 b^T, (N, m).
+        """
         return params["H"] @ params["W"].T + params["b"]
 
     def weighted_loss(self, params, weights):
-        """The loss with per-sample weights w (N,) on its data term (``loss``: w = 1)."""
+        """(1/(2N)) sum_i w_i ||W h_i + b - y_i||^2 + wd_W/2 ||W||^2 + wd_H/2 ||H||^2.
+
+        Args:
+            params: the parameters.
+            weights: per-sample weights w, (N,), on the data term (``loss``: w = 1).
+
+        Returns:
+            The loss, a scalar.
+        """
         decay = self.wd_W * jnp.sum(params["W"] ** 2) + self.wd_H * jnp.sum(params["H"] ** 2)
         return mean_squared_error(self.outputs(params), self.Y, 1, weights) + 0.5 * decay
 
     def observables(self, params):
+        """NRC1-NRC3 and the fit (see the module docstring), c = N wd_W wd_H.
+
+        Args:
+            params: the parameters.
+
+        Returns:
+            ``nrc1``, ``nrc2``, ``nrc3`` and ``train_mse``, scalars.
+        """
         W, H = params["W"], params["H"]
         m = self.num_classes
         Hc = H - jnp.mean(H, axis=0)
@@ -168,7 +238,24 @@ def ufm_regression_with_targets(
     target_seed: int | None = None,
     target_spectrum: tuple[float, ...] | None = None,
 ) -> RegressionUFM:
-    """A :class:`RegressionUFM` for the given targets Y (N, m), d = ``dim`` >= m."""
+    """A :class:`RegressionUFM` for the given targets.
+
+    Args:
+        Y: the targets, (N, m).
+        dim: d >= m.
+        wd_W: weight decay of W.
+        wd_H: weight decay of H.
+        init_scale: the standard deviation of the random starts.
+        dtype: the dtype of the parameters and data.
+        target_seed: the seed Y was drawn from (a record; None: given).
+        target_spectrum: the eigenvalues Y was drawn with (a record; None: given).
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: dim < m.
+    """
     dtype = jnp.dtype(dtype)
     Y = np.asarray(Y, float)
     N, m = Y.shape
@@ -194,8 +281,25 @@ def ufm_regression(
     init_scale: float = 0.1,
     dtype=jnp.float32,
 ) -> RegressionUFM:
-    """A :class:`RegressionUFM` whose ``targets`` (m) columns of targets are drawn from
-    ``target_seed`` with Sigma's eigenvalues ``target_spectrum`` (:func:`regression_targets`)."""
+    """A :class:`RegressionUFM` with seeded targets (:func:`regression_targets`).
+
+    Args:
+        samples: N.
+        targets: m, the columns of Y.
+        dim: d >= m.
+        target_spectrum: Sigma's m eigenvalues.
+        target_seed: the seed of Y.
+        wd_W: weight decay of W.
+        wd_H: weight decay of H.
+        init_scale: the standard deviation of the random starts.
+        dtype: the dtype of the parameters and data.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: ``target_spectrum`` does not have ``targets`` values, or dim < m.
+    """
     spectrum = tuple(float(v) for v in target_spectrum)
     if len(spectrum) != targets:
         raise ValueError(f"ufm_regression: needs {targets} eigenvalues, got {len(spectrum)}")
@@ -207,7 +311,22 @@ def ufm_regression(
 
 
 def saved_targets(ds) -> np.ndarray:
-    """The targets Y (N, m) of a ufm-regression results Dataset (its ``target_values``)."""
+    """The targets of a ufm-regression results Dataset.
+
+    Args:
+        ds: the results: its variable ``targets`` (sample, target), or the attribute
+            ``target_values`` (Y row-major) of files written before that variable.
+
+    Returns:
+        Y, (N, m).
+
+    Raises:
+        KeyError: ``ds`` holds neither.
+    """
+    if "targets" in ds.variables:
+        return np.asarray(ds["targets"].transpose("sample", "target").values, float)
+    if "target_values" not in ds.attrs:
+        raise KeyError("saved_targets: no variable 'targets' (or attribute 'target_values')")
     values = np.asarray(ds.attrs["target_values"], float)
     return values.reshape(ds.sizes["sample"], ds.sizes["class"])
 
@@ -258,25 +377,33 @@ def _optimum(o: Mapping):
 
 
 def _closed_form(o: Mapping, counts) -> dict:
-    """The targets (``target_values``: Y row-major, N m numbers) and, with wd_W, wd_H > 0, the
-    optimum: ``theory_loss`` F*, ``theory_rank``, ``theory_rank_threshold`` c = N wd_W wd_H,
+    """With wd_W, wd_H > 0, the optimum: ``theory_loss`` F*, ``theory_train_mse`` (its fit
+    part), ``theory_rank``, ``theory_rank_threshold`` c = N wd_W wd_H,
     ``theory_W_gram_eigenvalues`` (W W^T's spectrum, descending, paired with the sorted
     target spectrum), ``theory_W_norm_sq`` and ``theory_H_norm_sq``. With a zero weight decay
-    the infimum 0 (``theory_loss``; not attained unless both are 0)."""
-    Y = regression_targets(o["samples"], o["target_spectrum"], o["target_seed"])
-    attrs: dict = {"target_values": [float(v) for v in Y.ravel()]}
+    the infimum 0 (``theory_loss``; not attained unless both are 0). (The targets are the
+    variable ``targets``, :meth:`RegressionUFM.saved_data`.)"""
     opt = _optimum(o)
     if opt is None:
-        return {**attrs, "theory_loss": 0.0}
+        return {"theory_loss": 0.0}
     return {
-        **attrs,
         "theory_loss": opt.loss,
+        "theory_train_mse": opt.train_mse,
         "theory_rank": opt.rank,
         "theory_rank_threshold": opt.threshold,
         "theory_W_gram_eigenvalues": [float(v) for v in opt.W_gram_eigenvalues],
         "theory_W_norm_sq": opt.W_norm_sq,
         "theory_H_norm_sq": opt.H_norm_sq,
     }
+
+
+def _gram(o: Mapping, counts) -> tuple[str, np.ndarray] | None:
+    """The closed form's W W^T (m, m) for the seeded targets (None without weight decay: then
+    any exact fit is optimal)."""
+    if not (o["wd_W"] > 0 and o["wd_H"] > 0):
+        return None
+    Y = regression_targets(o["samples"], o["target_spectrum"], o["target_seed"])
+    return "closed form", theory.regression_optimum(Y, o["wd_W"], o["wd_H"]).W_gram
 
 
 def _geometry(o: Mapping) -> str:
@@ -306,5 +433,6 @@ SPEC = ModelSpec(
     check=_check,
     closed_form=_closed_form,
     targets=lambda o: NRC_METRICS,
+    gram=_gram,
     geometry=_geometry,
 )  # fmt: skip

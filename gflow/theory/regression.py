@@ -16,7 +16,9 @@ c = N wd_W wd_H:
 - W W^T = sqrt(N wd_H/wd_W) sum_i (sqrt(mu_i) - sqrt(c))_+ u_i u_i^T,
 - the factors are balanced, wd_W W^T W = wd_H H^T H, so ||H||^2 = (wd_W/wd_H) ||W||^2, and
   rank H = rank W = #{i : mu_i > c} (the modes with mu_i <= c die),
-- F* = sum_{mu_i > c} (sqrt(c mu_i) - c/2) + sum_{mu_i <= c} mu_i/2.
+- F* = sum_{mu_i > c} (sqrt(c mu_i) - c/2) + sum_{mu_i <= c} mu_i/2, of which the fit
+  (1/(2N)) ||H W^T + 1 b^T - Y||^2 is (c #{mu_i > c} + sum_{mu_i <= c} mu_i)/2 (each surviving
+  singular value sqrt(mu_i) of Yc/sqrt(N) is shrunk by sqrt(c), each other one dies).
 
 Plain NumPy in float64.
 """
@@ -42,6 +44,8 @@ class RegressionOptimum(NamedTuple):
             ``spectrum``.
         W_norm_sq: ||W||_F^2 = trace W W^T.
         H_norm_sq: ||H||_F^2 = (wd_W/wd_H) ||W||_F^2.
+        train_mse: the fit part of F*, (1/(2N)) ||H W^T + 1 b^T - Y||_F^2 =
+            (c rank + sum_{mu_i <= c} mu_i)/2.
         W_gram: (m, m) W W^T; None when only the spectrum was given.
         bias: (m,) b = ybar; None when only the spectrum was given.
     """
@@ -53,6 +57,7 @@ class RegressionOptimum(NamedTuple):
     W_gram_eigenvalues: np.ndarray  # (m,) sqrt(N wd_H/wd_W) (sqrt(mu_i) - sqrt(c))_+
     W_norm_sq: float  # ||W||_F^2 = trace W W^T
     H_norm_sq: float  # ||H||_F^2 = (wd_W/wd_H) ||W||_F^2
+    train_mse: float  # the fit part of F*: (c rank + sum_{mu_i <= c} mu_i)/2
     W_gram: np.ndarray | None  # (m, m) W W^T
     bias: np.ndarray | None  # (m,) b = ybar
 
@@ -96,9 +101,11 @@ def regression_spectrum_optimum(
     loss = float(np.sum(np.where(alive, np.sqrt(c * mu) - c / 2, mu / 2)))
     gram = math.sqrt(samples * wd_H / wd_W) * np.maximum(np.sqrt(mu) - math.sqrt(c), 0.0)
     W_norm_sq = float(np.sum(gram))
+    fit = float(np.sum(np.where(alive, c, mu)) / 2)
     return RegressionOptimum(
         loss=loss, rank=int(np.sum(alive)), threshold=c, spectrum=mu, W_gram_eigenvalues=gram,
-        W_norm_sq=W_norm_sq, H_norm_sq=W_norm_sq * wd_W / wd_H, W_gram=None, bias=None,
+        W_norm_sq=W_norm_sq, H_norm_sq=W_norm_sq * wd_W / wd_H, train_mse=fit, W_gram=None,
+        bias=None,
     )  # fmt: skip
 
 
