@@ -20,7 +20,9 @@ from jaxtyping import Array
 from gflow import metrics
 from gflow.config import STEPPED_KINDS, DynamicsConfig, root_finding
 from gflow.dynamics import gradient_descent, gradient_flow, stochastic_gradient_descent
+from gflow.dynamics.descent import advance_steps, descent_stepper, stepped_trajectory
 from gflow.dynamics.longtime import loss_time_flow
+from gflow.dynamics.minibatch import minibatch_stepper
 from gflow.dynamics.stochastic import noisy_gradient_flow
 from gflow.dynamics.trajectory import Trajectory
 from gflow.hessian import extreme_eigenvalues
@@ -34,6 +36,12 @@ def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
     ``saves`` points, the first at 0 and the last at the end; ``log`` spacing puts the others
     geometrically from min(t1 * 1e-4, 1) (flow, sde) or step 1 (gd, sgd) to the end,
     ``linear`` evenly.
+
+    Args:
+        dynamics: the ``[dynamics]`` section (kind, saves, save_spacing, t1 or steps).
+
+    Returns:
+        The ``saves`` times, (T,): float64 flow times or int64 step counts, increasing.
     """
     n = dynamics.saves
     if dynamics.kind in STEPPED_KINDS:
@@ -58,9 +66,19 @@ def save_grid(dynamics: DynamicsConfig) -> np.ndarray:
 def observer(
     model: Model, hessian: str = "none", hessian_iters: int = 60, geometry: bool = False
 ) -> Callable:
-    """params -> {"loss", every metric of :func:`gflow.metrics.evaluate`, the model's own
-    observables}: what is saved at each time. ``geometry`` adds the classifier ``W_path``
-    and the class means ``means_path``, each (K, d)."""
+    """What is saved at each time, as a function of the parameters.
+
+    Args:
+        model: the model (its loss, readout and own observables).
+        hessian: "none", "dense" or "lanczos": add ``hessian_min_eig`` and ``hessian_max_eig``,
+            the extreme eigenvalues of the loss's Hessian (:mod:`gflow.hessian`).
+        hessian_iters: the Lanczos iterations.
+        geometry: add the classifier ``W_path`` and the class means ``means_path``, each (K, d).
+
+    Returns:
+        ``observe(params) -> dict``: "loss", every metric of :func:`gflow.metrics.evaluate` and
+        the model's own observables (scalars), plus what the options add.
+    """
 
     def observe(params):
         W, H, b, labels = model.readout(params)
@@ -81,10 +99,19 @@ def observer(
 
 
 class Settings(eqx.Module):
-    """The dynamics settings that do not change shapes, as 0-d arrays (``times`` (T,)): values
-    of a compiled solve's inputs, not constants of its program, so one compilation serves every
-    value. ``times`` are the save times in the solver's clock (log(1 + t) for reparam "log");
-    settings a dynamics kind does not use are carried and ignored."""
+    """The dynamics settings that do not change shapes: values of a compiled solve's inputs,
+    not constants of its program, so one compilation serves every value. Settings a dynamics
+    kind does not use are carried and ignored (0 where unset).
+
+    Attributes:
+        times: the save times in the solver's clock (log(1 + t) for reparam "log"), (T,).
+        lr: the learning rate (gd, sgd), 0-d.
+        noise: the SDE's noise scale, 0-d.
+        rtol: the flow's relative tolerance, 0-d.
+        atol: the flow's absolute tolerance, 0-d.
+        dt0: the initial (or fixed) step, 0-d.
+        stop_grad_tol: the flow's stopping gradient norm, 0-d.
+    """
 
     times: Array
     lr: Array
@@ -96,8 +123,15 @@ class Settings(eqx.Module):
 
 
 def settings_for(dynamics: DynamicsConfig, dtype) -> Settings:
-    """The traced settings of ``dynamics`` in the state's ``dtype`` (float64 settings would
-    promote a float32 state); the save grid is computed on the host in float64."""
+    """The traced settings of ``dynamics``; the save grid is computed on the host in float64.
+
+    Args:
+        dynamics: the ``[dynamics]`` section.
+        dtype: the state's dtype (float64 settings would promote a float32 state).
+
+    Returns:
+        The :class:`Settings`, each array of ``dtype``.
+    """
     d = dynamics
     grid = np.asarray(save_grid(d), float)
     if d.kind == "flow" and d.reparam == "log":
@@ -119,9 +153,17 @@ TRACED_DYNAMICS = {
 
 
 def structural_dynamics(dynamics: DynamicsConfig) -> DynamicsConfig:
-    """``dynamics`` with its traced fields set to neutral values (whether dt0 and stop_grad_tol
-    are given still counts): two configs with the same result compile to the same program.
-    The loss clock (reparam "loss") keeps every value: its save split depends on t1."""
+    """``dynamics`` with its traced fields (:data:`TRACED_DYNAMICS`) set to neutral values:
+    two configs with the same result compile to the same program.
+
+    Args:
+        dynamics: the ``[dynamics]`` section.
+
+    Returns:
+        The section with each given traced field at 1.0 (whether dt0 and stop_grad_tol are
+        given still counts); the loss clock (reparam "loss") keeps every value, as its save
+        split depends on t1.
+    """
     if dynamics.kind == "flow" and dynamics.reparam == "loss":
         return dynamics
     neutral = {}
@@ -139,14 +181,25 @@ def solver_for(
     settings: Settings | None = None,
     observe_after: bool = False,
 ) -> Callable:
-    """One initialization's solve, (params0, key) -> Trajectory, for the configured dynamics.
+    """One initialization's solve for the configured dynamics.
 
-    ``observe_after`` (flows and SDEs): observe the saved states after the solve instead of
-    inside the solver loop (see :func:`observes_after`).
+    Args:
+        model: the model.
+        dynamics: the ``[dynamics]`` section.
+        progress: report progress (diffrax's meter, or :data:`gflow.progress.METER`).
+        observe: ``observe(params) -> dict`` at each save; None: :func:`observer` of ``model``.
+        settings: traced values of the settings that do not change shapes; None: those of
+            ``dynamics`` (:func:`settings_for`).
+        observe_after: (flows and SDEs) observe the saved states after the solve instead of
+            inside the solver loop (see :func:`observes_after`).
 
-    ``key`` drives the Brownian path of ``sde``, the shuffles of ``sgd`` and the noise of a
-    stochastic optimizer (gd, sgd); ``flow`` ignores it. ``settings``
-    (traced values of the settings that do not change shapes) default to those of ``dynamics``.
+    Returns:
+        ``solve(params0, key) -> Trajectory``; ``key`` drives the Brownian path of ``sde``, the
+        shuffles of ``sgd`` and the noise of a stochastic optimizer (gd, sgd); ``flow``
+        ignores it.
+
+    Raises:
+        ValueError: kind "sgd" for a model whose loss is not a mean over samples.
     """
     observe = observer(model) if observe is None else observe
     d = dynamics
@@ -206,11 +259,24 @@ def batch_solve(
     geometry: bool = False,
     observe_after: bool = False,
 ) -> Callable:
-    """The per-init solve as a function of everything that may vary between inits,
-    (data, hyper, settings, params0, key) -> Trajectory: the model is ``eqx.combine(hyper,
-    data)`` (its scalar hyperparameters and its data leaves, see
-    :func:`gflow.models.split_hyperparameters`). vmap it with in_axes (None, 0, 0, 0, 0) and the
-    inits of a batch may differ in every hyperparameter and traced setting."""
+    """The per-init solve as a function of everything that may vary between inits.
+
+    vmap it with in_axes (None, 0, 0, 0, 0) and the inits of a batch may differ in every
+    hyperparameter and traced setting.
+
+    Args:
+        dynamics: the ``[dynamics]`` section (its structural fields fix the program).
+        progress: report progress.
+        hessian: "none", "dense" or "lanczos" (see :func:`observer`).
+        hessian_iters: the Lanczos iterations.
+        geometry: save ``W_path`` and ``means_path`` (see :func:`observer`).
+        observe_after: observe the saved states after the solve (:func:`observes_after`).
+
+    Returns:
+        ``solve(data, hyper, settings, params0, key) -> Trajectory``: the model is
+        ``eqx.combine(hyper, data)`` (its scalar hyperparameters and its data leaves, see
+        :func:`gflow.models.split_hyperparameters`).
+    """
 
     def solve(data, hyper, settings, params0, key):
         TRACES["solve"] += 1  # runs when traced, never when a compiled solve runs
@@ -221,20 +287,116 @@ def batch_solve(
     return solve
 
 
+def _stepper(model: Model, dynamics: DynamicsConfig, settings: Settings, params0, key):
+    """(step, carry0) of a stepped dynamics (gd, sgd) for one init."""
+    d = dynamics
+    if d.kind == "gd":
+        return descent_stepper(model.loss, params0, key, optimizer=d.optimizer, lr=settings.lr)
+    if model.weighted_loss is None:
+        raise ValueError(f"{model.name}: kind 'sgd' needs a loss that is a mean over samples")
+    return minibatch_stepper(
+        model.weighted_loss, params0, key, optimizer=d.optimizer, lr=settings.lr,
+        batch_size=d.batch_size, num_samples=model.num_samples,
+    )  # fmt: skip
+
+
+def segment_solve(
+    dynamics: DynamicsConfig,
+    progress: bool = False,
+    hessian: str = "none",
+    hessian_iters: int = 60,
+    geometry: bool = False,
+) -> tuple[Callable, Callable]:
+    """A stepped solve (gd, sgd) cut in segments: its start and its advance by one segment,
+    the per-init functions of two compiled programs (:func:`batch_solve`'s arguments).
+
+    Args:
+        dynamics: the ``[dynamics]`` section, kind gd or sgd.
+        progress: report the steps taken (:data:`gflow.progress.METER`).
+        hessian: see :func:`observer`.
+        hessian_iters: see :func:`observer`.
+        geometry: see :func:`observer`.
+
+    Returns:
+        ``(begin, advance)``: ``begin(data, hyper, settings, params0, key) -> (carry,
+        observations at step 0)`` and ``advance((data, lengths), hyper, settings, carry, key)
+        -> (carry, observations (S,))``: ``lengths`` (S,) the steps of the segment's
+        intervals, the same for every init (data, not program: one program serves every
+        segment). The carry is what the stepping needs (parameters, optimizer state, step
+        index); the batches of sgd and a stochastic optimizer's noise follow from the key.
+    """
+
+    def begin(data, hyper, settings, params0, key):
+        model = eqx.combine(hyper, data)
+        observe = observer(model, hessian, hessian_iters, geometry)
+        _, carry0 = _stepper(model, dynamics, settings, params0, key)
+        return carry0, observe(params0)
+
+    def advance(shared, hyper, settings, carry, key):
+        TRACES["solve"] += 1
+        data, lengths = shared
+        model = eqx.combine(hyper, data)
+        observe = observer(model, hessian, hessian_iters, geometry)
+        step, _ = _stepper(model, dynamics, settings, carry[0], key)
+        return advance_steps(step, carry, lengths, observe, total=dynamics.steps, progress=progress)
+
+    return begin, advance
+
+
+def finish_segments(observed: dict, final, save_steps: np.ndarray) -> Trajectory:
+    """The Trajectory of inits solved in segments (:func:`segment_solve`), on the host.
+
+    Args:
+        observed: the observations at every save, each (inits, T).
+        final: the final parameter pytree, each leaf with a leading init axis.
+        save_steps: the T step counts of the saves.
+
+    Returns:
+        The batched Trajectory (:func:`gflow.dynamics.descent.stepped_trajectory` per init).
+    """
+    per_init = lambda obs, fin: stepped_trajectory(obs, fin, save_steps)  # noqa: E731
+    return jax.tree.map(np.asarray, jax.vmap(per_init)(observed, final))
+
+
 def state_bytes(model: Model) -> int:
-    """Bytes of one initialization's parameters (nothing is computed)."""
+    """Bytes of one initialization's parameters (nothing is computed).
+
+    Args:
+        model: the model.
+
+    Returns:
+        The sum of size x itemsize over the leaves of ``model.init``'s pytree.
+    """
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
 
 
 def init_batch(model: Model, seed: int, count: int):
-    """``count`` random initializations, params stacked on a leading axis (keys split from seed)."""
+    """``count`` random initializations of ``model``.
+
+    Args:
+        model: the model.
+        seed: the seed; one key per init is split from ``PRNGKey(seed)``.
+        count: the number of inits.
+
+    Returns:
+        The parameter pytree, each leaf with a leading init axis of ``count``.
+    """
     keys = jax.random.split(jax.random.PRNGKey(seed), count)
     return jax.vmap(model.init)(keys)
 
 
 def noise_keys(seed: int, count: int) -> jax.Array:
-    """One key per init for its Brownian path, from a stream apart from the init keys."""
+    """One key per init for its noise (Brownian path, shuffles), from a stream apart from the
+    init keys.
+
+    Args:
+        seed: the init seed.
+        count: the number of inits.
+
+    Returns:
+        The keys, (count, 2).
+    """
     return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1), count)
 
 
@@ -257,8 +419,19 @@ def vector_width(
     platform: str | None = None,
     state_bytes: int = 0,
 ) -> int:
-    """Inits solved together in one vmap (``run.vector_width``; -1: the default for the
-    ``platform``, JAX's default backend if None, and one init's ``state_bytes``), 0 for all."""
+    """Inits solved together in one vmap (``run.vector_width``).
+
+    Args:
+        dynamics: the ``[dynamics]`` section.
+        requested: the width asked for, if > 0; otherwise (-1) the default: 0 on an accelerator
+            and for solves that find roots, :data:`GD_VECTOR_WIDTH` for GD and SGD, and as many
+            states as fit :data:`FLOW_VECTOR_BYTES` (1 to 8) for flows and SDEs.
+        platform: the platform the default is for; None: JAX's default backend.
+        state_bytes: one init's state (:func:`state_bytes`), for the flows' default.
+
+    Returns:
+        The width; 0: all inits in one vmap.
+    """
     if requested > 0:
         return requested
     platform = jax.default_backend() if platform is None else platform
@@ -270,14 +443,20 @@ def vector_width(
 
 
 def vectorized(solve: Callable, width: int = 0, progress: bool = False):
-    """(shared, *batched) -> batched Trajectory, for ``solve(shared, *one_init)``: ``shared`` is
-    the same for every init (a model's data), each of ``batched`` has a leading init axis.
-    vmap(solve) over the whole batch (``width`` 0) or ``lax.map`` over vectors of ``width``
-    inits, vmapped within (the init count must then be a multiple of ``width``).
+    """A per-init solve made a batched one, in one vmap or in vectors of inits.
 
-    With vectors, ``progress`` adds each finished vector's inits to
-    :data:`gflow.progress.METER` (a host callback; under ``shard_map`` every device runs its
-    own vectors); the caller starts the meter with the number of inits.
+    Args:
+        solve: ``solve(shared, *one_init) -> Trajectory``; ``shared`` is the same for every
+            init (a model's data).
+        width: 0: vmap(solve) over the whole batch; else ``lax.map`` over vectors of ``width``
+            inits, vmapped within (the init count must then be a multiple of ``width``).
+        progress: (with vectors) add each finished vector's inits to
+            :data:`gflow.progress.METER` (a host callback; under ``shard_map`` every device
+            runs its own vectors); the caller starts the meter with the number of inits.
+
+    Returns:
+        ``run(shared, *batched) -> Trajectory``, each of ``batched`` and of the Trajectory's
+        leaves with a leading init axis.
     """
 
     def vmapped(shared, *batched):
@@ -303,14 +482,30 @@ def vectorized(solve: Callable, width: int = 0, progress: bool = False):
 
 
 def broadcast_hyperparameters(model: Model, count: int) -> tuple[Model, Model]:
-    """(data, hyper): the model's data leaves, and its scalar hyperparameters repeated for
-    ``count`` inits (a leading axis), as :func:`batch_solve` takes them."""
+    """The model split as :func:`batch_solve` takes it.
+
+    Args:
+        model: the model.
+        count: the number of inits.
+
+    Returns:
+        ``(data, hyper)``: the model's data leaves, and its scalar hyperparameters repeated
+        for ``count`` inits (each (count,)).
+    """
     hyper, data = split_hyperparameters(model)
     return data, jax.tree.map(lambda x: jnp.broadcast_to(x, (count,)), hyper)
 
 
 def broadcast_settings(settings: Settings, count: int) -> Settings:
-    """The same settings for ``count`` inits (a leading axis)."""
+    """The same settings for ``count`` inits.
+
+    Args:
+        settings: one init's settings.
+        count: the number of inits.
+
+    Returns:
+        The settings, each with a leading init axis of ``count``.
+    """
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (count, *x.shape)), settings)
 
 
@@ -321,8 +516,17 @@ OBSERVE_AFTER_BYTES = 256 * 2**20
 
 
 def observes_after(dynamics: DynamicsConfig, saved_bytes: int) -> bool:
-    """Whether a solve observes its saved states after the solve (flows, except the loss clock,
-    and SDEs), given ``saved_bytes``: saves x one state x the inits vmapped together."""
+    """Whether a solve observes its saved states after the solve instead of in its loop.
+
+    Args:
+        dynamics: the ``[dynamics]`` section.
+        saved_bytes: what the saved states would hold: saves x one state x the inits vmapped
+            together.
+
+    Returns:
+        True for flows (except the loss clock) and SDEs whose ``saved_bytes`` are at most
+        :data:`OBSERVE_AFTER_BYTES`.
+    """
     loop_kind = dynamics.kind == "sde" or (dynamics.kind == "flow" and dynamics.reparam != "loss")
     return loop_kind and saved_bytes <= OBSERVE_AFTER_BYTES
 
@@ -337,11 +541,19 @@ def _compiled_batch_solve(dynamics: DynamicsConfig, progress: bool, after: bool)
 def batched_solver(
     model: Model, dynamics: DynamicsConfig, progress: bool = False, observe: Callable | None = None
 ) -> Callable:
-    """(params0, keys) with a leading init axis -> batched Trajectory.
+    """A compiled batched solve of ``model`` under ``dynamics``.
 
-    Without ``observe`` the solve is compiled once per model structure and structural dynamics
-    (hyperparameters and traced settings are inputs); a custom ``observe`` closure compiles
-    its own jit(vmap(solve))."""
+    Args:
+        model: the model.
+        dynamics: the ``[dynamics]`` section.
+        progress: report progress.
+        observe: ``observe(params) -> dict``; None: :func:`observer`, and the solve is compiled
+            once per model structure and structural dynamics (hyperparameters and traced
+            settings are inputs); a custom closure compiles its own jit(vmap(solve)).
+
+    Returns:
+        ``solve(params0, keys) -> Trajectory``, with a leading init axis on all three.
+    """
     if observe is not None:
         return jax.jit(jax.vmap(solver_for(model, dynamics, progress, observe)))
     settings = settings_for(dynamics, model.dtype)
@@ -362,7 +574,18 @@ def batched_solver(
 def run_batch(
     model: Model, dynamics: DynamicsConfig, params0, progress: bool = False, seed: int = 0
 ) -> Trajectory:
-    """Solve every initialization in ``params0`` (leading axis: init); ``seed`` picks the
-    Brownian paths of ``sde``."""
+    """Solve every initialization in ``params0``.
+
+    Args:
+        model: the model.
+        dynamics: the ``[dynamics]`` section.
+        params0: the initial parameter pytree, leading axis: init (:func:`init_batch`).
+        progress: report progress.
+        seed: picks the noise keys (:func:`noise_keys`): the Brownian paths of ``sde``, the
+            shuffles of ``sgd``.
+
+    Returns:
+        The Trajectory, each leaf with a leading init axis.
+    """
     count = len(jax.tree.leaves(params0)[0])
     return batched_solver(model, dynamics, progress)(params0, noise_keys(seed, count))

@@ -293,6 +293,17 @@ def _kept(args) -> str:
         done = len(list(out.glob("points/*/results.nc")))
         return f"{done} finished point(s) kept in {out}; the same command resumes the rest"
     parts = len(list((out / "parts").glob("*.nc")))
+    from gflow.checkpoint import progress_of
+
+    segments = progress_of(out / "parts")
+    if segments:  # a long stepped run's checkpoints (gflow.checkpoint)
+        done, total = segments
+        blocks = f"{parts} finished block(s) and " if parts else ""
+        what = "the run" if not parts else "the blocks being solved"
+        return (
+            f"{blocks}{done} of {total} segments of {what} kept in {out / 'parts'}; the same "
+            "command resumes"
+        )
     if parts:
         return f"{parts} finished block(s) kept in {out / 'parts'}; the same command resumes"
     return "no block had finished (set run.chunk to keep blocks as they finish)"

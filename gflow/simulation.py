@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from gflow import batch, distributed, models, outdir, results
+from gflow import batch, checkpoint, distributed, models, outdir, results
 from gflow import config as config_mod
 from gflow.batch import noise_keys, save_grid, state_bytes, vector_width, vectorized
 from gflow.config import STEPPED_KINDS, Config, ConfigError
@@ -31,7 +31,18 @@ from gflow.progress import METER
 
 
 def as_config(cfg: Config | str | Path | Mapping[str, Any]) -> Config:
-    """Accept a Config, a TOML path, or nested dicts in the TOML layout."""
+    """A Config from any of the forms the Python API accepts.
+
+    Args:
+        cfg: a Config (returned as is), the path of a TOML file, or nested dicts in the TOML
+            layout (``{"model": {...}, "dynamics": {...}, ...}``).
+
+    Returns:
+        The checked Config.
+
+    Raises:
+        ConfigError: the file or the dicts are not a valid config.
+    """
     if isinstance(cfg, Config):
         return cfg
     if isinstance(cfg, str | Path):
@@ -41,12 +52,18 @@ def as_config(cfg: Config | str | Path | Mapping[str, Any]) -> Config:
 
 def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     """Keep compiled solves on disk (JAX's persistent compilation cache), so that running the
-    same configuration again skips XLA compilation. ``path`` defaults to $GFLOW_CACHE_DIR or
-    ~/.cache/gflow/jax; "off" disables. Returns the folder used, or None.
+    same configuration again skips XLA compilation.
 
     Solves are only cacheable without host callbacks: equinox's runtime checks insert one
     unless EQX_ON_ERROR=nan is set before equinox is imported (the ``gflow`` command does so;
     solver failures then still surface as the per-init status).
+
+    Args:
+        path: the cache folder; None: $GFLOW_CACHE_DIR, else ~/.cache/gflow/jax; "off" (or
+            "none", "0", "") disables the cache.
+
+    Returns:
+        The folder used, or None when disabled.
     """
     path = os.environ.get("GFLOW_CACHE_DIR") if path is None else path
     if path is None:
@@ -59,7 +76,14 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
 
 
 def set_precision(precision: str) -> jnp.dtype:
-    """Enable 64-bit JAX when asked (do it before creating arrays) and return the dtype to use."""
+    """Enable 64-bit JAX when asked (do it before creating arrays) and return the dtype to use.
+
+    Args:
+        precision: "float64" (turns on ``jax_enable_x64``) or "float32".
+
+    Returns:
+        ``jnp.float64`` or ``jnp.float32``.
+    """
     if precision == "float64":
         jax.config.update("jax_enable_x64", True)
         return jnp.float64
@@ -67,9 +91,16 @@ def set_precision(precision: str) -> jnp.dtype:
 
 
 def parameter_layout(model: Model) -> dict[str, tuple[int, ...]]:
-    """One initialization's parameters by name, as ``init.from`` files name them: the keys of
-    the parameter pytree joined by "/" (``W``, ``H``, ``b``; ``H1``, ``W1``, ``W2``;
-    ``linear/0``, ...), each with its shape (from ``jax.eval_shape(model.init)``)."""
+    """One initialization's parameters by name, as ``init.from`` files name them.
+
+    Args:
+        model: the model whose ``init`` gives the parameter pytree (only its shapes are
+            computed, with ``jax.eval_shape``).
+
+    Returns:
+        ``{name: shape}``: the keys of the parameter pytree joined by "/" (``W``, ``H``, ``b``;
+        ``H1``, ``W1``, ``W2``; ``linear/0``, ...), each with its shape for one init.
+    """
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     return {name: tuple(leaf.shape) for name, leaf in named_leaves(shapes).items()}
 
@@ -99,9 +130,24 @@ def _read_parameters(path: Path, names: str) -> dict[str, np.ndarray]:
 
 
 def load_initial_params(path: str | Path, model: Model, count: int, dtype):
-    """Read the model's parameters (:func:`parameter_layout`) from an .npz, with or without a
-    leading init axis, or from a results.nc (its saved initial parameters: the same start
-    again), checking names and shapes; a missing bias ``b`` starts at 0."""
+    """Read the model's parameters (:func:`parameter_layout`) from a file, checking names and
+    shapes; a missing bias ``b`` starts at 0.
+
+    Args:
+        path: an .npz (``numpy.savez``) with one array per parameter name, each of one init's
+            shape (shared by all inits) or with a leading init axis of ``count``; or a gflow
+            results.nc (its saved initial parameters: the same start again).
+        model: the model the parameters are for.
+        count: the number of inits (``init.count``).
+        dtype: the dtype of the returned arrays.
+
+    Returns:
+        The parameter pytree of ``model``, each leaf with a leading init axis of ``count``.
+
+    Raises:
+        ConfigError: the file is unreadable, lacks a name, or holds a wrong shape or
+            non-finite values.
+    """
     layout = parameter_layout(model)
     names = ", ".join(layout)
     arrays = _read_parameters(Path(path).expanduser(), names)
@@ -128,8 +174,21 @@ def load_initial_params(path: str | Path, model: Model, count: int, dtype):
 
 
 def build_model(cfg: Config, check: bool = True) -> Model:
-    """The configured model, after the checks that need it (``init.from`` shapes, the dense
-    Hessian's size limit; ``check`` False skips them); nothing is solved or compiled."""
+    """The configured model, after the checks that need it; nothing is solved or compiled.
+
+    Sets the precision (:func:`set_precision`) as a side effect.
+
+    Args:
+        cfg: the config.
+        check: run the checks that need the model: ``init.from`` names and shapes, the dense
+            Hessian's size limit and the memory estimate (:func:`check_memory`).
+
+    Returns:
+        The model (:class:`gflow.models.Model`).
+
+    Raises:
+        ConfigError: a check fails.
+    """
     dtype = set_precision(cfg.run.precision)
     model = models.from_config(cfg.model, init_scale=cfg.init.scale, dtype=dtype)
     if not check:
@@ -154,8 +213,12 @@ _SCALARS_PER_SAVE = 40
 
 
 def available_memory() -> int | None:
-    """Bytes the solve may use: the accelerator's memory limit, or the host's physical memory
-    on a CPU; None where neither is known."""
+    """Bytes the solve may use: the first device's memory limit on an accelerator, the host's
+    physical memory on a CPU.
+
+    Returns:
+        The bytes, or None where they are not known.
+    """
     device = jax.devices()[0]
     if device.platform != "cpu":
         return (device.memory_stats() or {}).get("bytes_limit")
@@ -166,10 +229,18 @@ def available_memory() -> int | None:
 
 
 def memory_needed(cfg: Config, model: Model) -> dict[str, int]:
-    """An estimate of a run's peak memory in bytes, by what drives it: ``state`` (the initial,
-    final and returned states of the inits solved at once, ``run.chunk`` or all), ``working``
-    (the solver's copies for the inits vmapped together), ``saves`` (the saved observations of
-    every init: dynamics.saves, and save_geometry's W and class means)."""
+    """An estimate of a run's peak memory, by what drives it.
+
+    Args:
+        cfg: the config.
+        model: its model (:func:`build_model`).
+
+    Returns:
+        Bytes by part: ``state`` (the initial, final and returned states of the inits solved at
+        once, ``run.chunk`` or all), ``working`` (the solver's copies for the inits vmapped
+        together), ``saves`` (the saved observations of every init: dynamics.saves, and
+        save_geometry's W and class means).
+    """
     one = state_bytes(model)
     itemsize = jnp.dtype(model.dtype).itemsize
     count = cfg.init.count
@@ -204,7 +275,18 @@ def _size(n: float) -> str:
 
 def check_memory(cfg: Config, model: Model, available: int | None = None) -> None:
     """Refuse, before anything compiles, a run whose estimated peak (:func:`memory_needed`)
-    exceeds the memory available, naming the field that drives it and what would fit."""
+    exceeds the memory available.
+
+    Args:
+        cfg: the config.
+        model: its model.
+        available: the bytes available; None: :func:`available_memory` (no check where that
+            is unknown).
+
+    Raises:
+        ConfigError: the estimate exceeds ``available``; the message names the field that
+            drives it (model, dynamics.saves, init.count) and what would fit.
+    """
     available = available_memory() if available is None else available
     if available is None:
         return
@@ -240,16 +322,33 @@ def check_memory(cfg: Config, model: Model, available: int | None = None) -> Non
 
 
 def prepare(cfg: Config) -> tuple[Model, Any]:
-    """The model and the batch of initial parameters (leading axis: init)."""
+    """The model and the batch of initial parameters.
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        ``(model, params0)``: the model (checked, :func:`build_model`) and its parameter
+        pytree with a leading init axis of ``init.count``.
+    """
     model = build_model(cfg)
     dtype = set_precision(cfg.run.precision)
     return model, block_initializer(cfg, model, dtype)(0, cfg.init.count)
 
 
 def block_initializer(cfg: Config, model: Model, dtype) -> Callable[[int, int], Any]:
-    """(lo, hi) -> initial parameters of inits [lo, hi): the same values as in the whole batch
-    (one key per init, split from the seed for all ``init.count``), or that slice of
-    ``init.from`` (read once, here)."""
+    """The initial parameters of any block of inits, the same values as in the whole batch.
+
+    Args:
+        cfg: the config (``init.seed``, ``init.count``, ``init.from``).
+        model: its model.
+        dtype: the dtype of parameters read from ``init.from``.
+
+    Returns:
+        ``f(lo, hi)``: the parameter pytree of inits [lo, hi), leading axis hi - lo: from one
+        key per init, split from the seed for all ``init.count``, or that slice of
+        ``init.from`` (read once, here).
+    """
     if cfg.init.from_file is not None:
         full = load_initial_params(cfg.init.from_file, model, cfg.init.count, dtype)
         return lambda lo, hi: jax.tree.map(lambda x: x[lo:hi], full)
@@ -265,9 +364,12 @@ CACHE_STATS = {"compiles": 0, "hits": 0}
 
 
 def cache_info() -> dict[str, int]:
-    """Counts of this process's compiled-solve cache: ``compiles`` (programs built),
-    ``hits`` (solves that reused one), ``traces`` (times the per-init solve was traced),
-    ``size`` (programs held)."""
+    """Counts of this process's compiled-solve cache.
+
+    Returns:
+        ``compiles`` (programs built), ``hits`` (solves that reused one), ``traces`` (times
+        the per-init solve was traced), ``size`` (programs held).
+    """
     return {**CACHE_STATS, "traces": batch.TRACES["solve"], "size": len(_PROGRAMS)}
 
 
@@ -277,10 +379,18 @@ def clear_cache() -> None:
 
 
 def ready(tree):
-    """``jax.block_until_ready`` that Ctrl-C can interrupt: JAX dispatches a solve
-    asynchronously, so polling its results (every 1 ms at first, then up to every 50 ms) keeps
-    the Python main thread free to raise KeyboardInterrupt within a moment, not after the
-    solve."""
+    """``jax.block_until_ready`` that Ctrl-C can interrupt.
+
+    JAX dispatches a solve asynchronously, so polling its results (every 1 ms at first, then
+    up to every 50 ms) keeps the Python main thread free to raise KeyboardInterrupt within a
+    moment, not after the solve.
+
+    Args:
+        tree: a pytree whose JAX arrays to wait for.
+
+    Returns:
+        ``tree``, once every array in it is ready.
+    """
     leaves = [x for x in jax.tree.leaves(tree) if isinstance(x, jax.Array)]
     pause = 0.001
     while not all(x.is_ready() for x in leaves):
@@ -290,12 +400,20 @@ def ready(tree):
 
 
 def structure_key(cfg: Config) -> str:
-    """The config's fields, one ``section.key=value`` line each, with every value that is an
-    input of the compiled solve, not part of its program, set to a neutral value: the model's
-    hyperparameters (as its declaration lists them, :mod:`gflow.models.registry`; init.scale),
-    the init seed and file, the traced dynamics settings
-    (:data:`gflow.batch.TRACED_DYNAMICS`) and the run settings that cannot change the numbers.
-    Configs with equal keys share one compiled solve and can be solved in one batch."""
+    """What of a config makes its compiled solve: configs with equal keys share one compiled
+    solve and can be solved in one batch.
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        The config's fields, one ``section.key=value`` line each, with every value that is an
+        input of the compiled solve, not part of its program, set to a neutral value: the
+        model's hyperparameters (as its declaration lists them,
+        :mod:`gflow.models.registry`; init.scale), the init seed and file, the traced dynamics
+        settings (:data:`gflow.batch.TRACED_DYNAMICS`) and the run settings that cannot change
+        the numbers.
+    """
     hyper = {k: 0.0 for k in registry.spec(cfg.model.name).hyperparameters()}
     neutral = dict(
         out=".", progress=False, shard=True, coordinator="", num_processes=1, process_id=0,
@@ -318,18 +436,33 @@ Segment = tuple[Config, int, int]  # inits [lo, hi) of one config
 
 
 def solve_blocks(
-    cfg: Config, blocks: list[tuple[int, int]], progress: bool = False
+    cfg: Config,
+    blocks: list[tuple[int, int]],
+    progress: bool = False,
+    checkpoints: checkpoint.Checkpoints | None = None,
 ) -> Iterator[xr.Dataset]:
-    """Solve the inits of each block [lo, hi) in turn and yield its results Dataset (init
-    coordinate lo..hi-1). One compilation serves every block (see :func:`solve_batches`)."""
-    for (ds,) in solve_batches([[(cfg, lo, hi)] for lo, hi in blocks], progress):
+    """Solve the inits of each block in turn; one compilation serves every block (see
+    :func:`solve_batches`).
+
+    Args:
+        cfg: the config.
+        blocks: the blocks (lo, hi), each the inits [lo, hi).
+        progress: report compiling, timing and the solve's progress on stderr.
+        checkpoints: where a long stepped run keeps (and resumes) each block's segments.
+
+    Yields:
+        Each block's results Dataset, its init coordinate lo..hi-1.
+    """
+    for (ds,) in solve_batches([[(cfg, lo, hi)] for lo, hi in blocks], progress, checkpoints):
         yield ds
 
 
-def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Iterator[list]:
-    """Solve each batch in turn, all its segments (inits [lo, hi) of configs that share a
-    :func:`structure_key`) in one call of one compiled solve, and yield per batch the list of
-    its segments' results Datasets.
+def solve_batches(
+    batches: list[list[Segment]],
+    progress: bool = False,
+    checkpoints: checkpoint.Checkpoints | None = None,
+) -> Iterator[list]:
+    """Solve each batch in turn, all its segments in one call of one compiled solve.
 
     Every init carries its own hyperparameters and traced settings, so the segments of a batch
     may differ in all of them (a sweep's points). Each batch is padded to the widest, rounded up
@@ -338,6 +471,20 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
     solve is kept for this process (:func:`cache_info`): another call with the same structure
     neither retraces nor recompiles. An init's numbers do not depend on which batch, vector
     position or device it lands in.
+
+    Args:
+        batches: the batches, each a list of segments ``(cfg, lo, hi)``: inits [lo, hi) of
+            ``cfg``; every config shares one :func:`structure_key`.
+        progress: report compiling, timing and the solve's progress on stderr.
+        checkpoints: where a long stepped run (:func:`gflow.checkpoint.plan`) keeps each
+            block's state after each of its segments, and resumes from; only batches of one
+            block use it. None: nothing is kept (the same segments are run).
+
+    Yields:
+        Per batch, the list of its segments' results Datasets (in the segments' order).
+
+    Raises:
+        ValueError: two segments' configs differ in :func:`structure_key`.
     """
     first = batches[0][0][0]
     model = build_model(first)  # with the checks (init.from, the Hessian's size) of the first
@@ -363,6 +510,7 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
     # from the config alone (not the chunking or the devices), like the vector's width
     together = vector if vector else first.init.count
     after = batch.observes_after(first.dynamics, together * first.dynamics.saves * one)
+    plan = segment_plan(first, model)
     program = (
         key,
         jnp.dtype(dtype).name,
@@ -372,6 +520,7 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
         progress,
         first.run.matmul_precision,
         after,
+        None if plan is None else plan.lengths.shape,
     )
     compiled = _PROGRAMS.get(program)
     for number, segments in enumerate(batches, start=1):
@@ -383,7 +532,14 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
         )
         args = [place(distributed.pad_to(t, width)) for t in (hyper, settings, params, keys)]
         compile_seconds = 0.0
-        if compiled is None:
+        if plan is not None:
+            (_, lo, hi), *more = segments
+            store = checkpoints if not more else None
+            traj, compile_seconds, run_seconds = _solve_in_segments(
+                first, model, plan, data, args, (vector, mesh, place, width, widest),
+                progress, store, (lo, hi), program,
+            )  # fmt: skip
+        elif compiled is None:
             if progress:
                 print(
                     f"gflow: {first.model.name}, K={model.num_classes}, d={model.dim}, "
@@ -418,14 +574,15 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
             CACHE_STATS["compiles"] += 1
         else:
             CACHE_STATS["hits"] += 1
-        if progress and first.dynamics.kind in STEPPED_KINDS:
-            METER.start(width * first.dynamics.steps, "of the steps")
-        elif progress and vector:
-            METER.start(width, "of the inits solved")
-        start = time.perf_counter()
-        traj = ready(compiled(data, *args))
-        run_seconds = time.perf_counter() - start
-        traj = jax.tree.map(np.asarray, traj)
+        if plan is None:
+            if progress and first.dynamics.kind in STEPPED_KINDS:
+                METER.start(width * first.dynamics.steps, "of the steps")
+            elif progress and vector:
+                METER.start(width, "of the inits solved")
+            start = time.perf_counter()
+            traj = ready(compiled(data, *args))
+            run_seconds = time.perf_counter() - start
+            traj = jax.tree.map(np.asarray, traj)
         if progress and len(batches) > 1:
             (_, lo, hi), *more = segments
             what = f"{len(segments)} points" if more else f"inits {lo}-{hi - 1}"
@@ -450,6 +607,119 @@ def solve_batches(batches: list[list[Segment]], progress: bool = False) -> Itera
             out.append(ds)
             compile_seconds = 0.0
         yield out
+
+
+def segment_plan(cfg: Config, model: Model | None = None) -> checkpoint.SegmentPlan | None:
+    """How ``cfg``'s run is cut in segments (:func:`gflow.checkpoint.plan`); None: one.
+
+    Args:
+        cfg: the config.
+        model: its model (built here if None and the run is stepped).
+
+    Returns:
+        The plan, or None.
+    """
+    if cfg.dynamics.kind not in STEPPED_KINDS:
+        return None
+    model = build_model(cfg, check=False) if model is None else model
+    return checkpoint.plan(cfg, num_params(jax.eval_shape(model.init, jax.random.PRNGKey(0))))
+
+
+def _solve_in_segments(first, model, plan, data, args, layout, progress, store, block, program):
+    """One batch of a stepped run, segment after segment (:mod:`gflow.checkpoint`).
+
+    Two programs, kept like the plain one in ``_PROGRAMS``: the start (carry and observations
+    at step 0) and the advance by one segment, its interval lengths an input. After each
+    segment but the last the carry and observations of the block's real inits go to ``store``
+    (if any); a checkpoint of this config there is resumed from.
+
+    Returns:
+        ``(trajectory as numpy, compile seconds, run seconds)``.
+    """
+    vector, mesh, place, width, widest = layout
+    hyper, settings, params, keys = args
+    compile_seconds = 0.0
+    programs = _PROGRAMS.get(program)
+    if programs is None:
+        start = time.perf_counter()
+        if progress:
+            print(
+                f"gflow: {first.model.name}, K={model.num_classes}, d={model.dim}, {widest} "
+                f"inits, {first.dynamics.kind}, {plan.count} segments: compiling",
+                file=sys.stderr,
+                flush=True,
+            )
+        begin, advance = batch.segment_solve(
+            first.dynamics, progress, first.run.hessian, first.run.hessian_iters,
+            first.run.save_geometry,
+        )  # fmt: skip
+        programs = []
+        for fn in (begin, advance):
+            solve = vectorized(fn, vector)
+            if mesh and vector:
+                solve = distributed.per_device(solve, mesh, replicated=1)
+            programs.append(jax.jit(solve))
+        with jax.default_matmul_precision(first.run.matmul_precision):
+            programs[0] = programs[0].lower(data, hyper, settings, params, keys).compile()
+        compile_seconds += time.perf_counter() - start
+    run_start = time.perf_counter()
+    carry, obs0 = ready(programs[0](data, hyper, settings, params, keys))
+    carry, treedef = jax.tree.flatten(jax.tree.map(np.asarray, carry))
+    observed = [{k: np.asarray(v)[:, None] for k, v in obs0.items()}]
+    run_seconds = time.perf_counter() - run_start
+    if not isinstance(programs, tuple):
+        start = time.perf_counter()
+        shared = (data, jnp.asarray(plan.lengths[0]))
+        placed = jax.tree.unflatten(treedef, [place(x) for x in carry])
+        with jax.default_matmul_precision(first.run.matmul_precision):
+            programs[1] = programs[1].lower(shared, hyper, settings, placed, keys).compile()
+        compile_seconds += time.perf_counter() - start
+        programs = tuple(programs)
+        _PROGRAMS[program] = programs
+        CACHE_STATS["compiles"] += 1
+    else:
+        CACHE_STATS["hits"] += 1
+    done = 0
+    lo, hi = block
+    saved = store.load(lo, hi, plan.count) if store is not None else None
+    fits = saved is not None and set(saved.observed) == set(obs0)
+    if fits and [x.shape for x in saved.carry] == [(widest, *x.shape[1:]) for x in carry]:
+        done = saved.done
+        carry = [distributed.pad_to(x, width) for x in saved.carry]
+        observed = [{k: distributed.pad_to(v, width) for k, v in saved.observed.items()}]
+        if progress:
+            print(
+                f"gflow: resuming: {done} of {plan.count} segments of inits {lo}-{hi - 1} "
+                "already done",
+                file=sys.stderr,
+                flush=True,
+            )
+    steps = first.dynamics.steps
+    if progress:
+        METER.start(width * steps, "of the steps")
+        # the meter continues from the resumed step, without a line for the steps already done
+        METER.done = width * int(plan.lengths[:done].sum())
+        METER.shown = 10 * METER.done // max(METER.total, 1)
+        if METER.bar is not None:
+            METER.bar.update(METER.done)
+    run_start = time.perf_counter()
+    for k in range(done, plan.count):
+        shared = (data, jnp.asarray(plan.lengths[k]))
+        placed = jax.tree.unflatten(treedef, [place(x) for x in carry])
+        new, obs = ready(programs[1](shared, hyper, settings, placed, keys))
+        carry = [np.asarray(x) for x in jax.tree.leaves(new)]
+        observed.append({n: np.asarray(v)[:, plan.saved[k]] for n, v in obs.items()})
+        if store is not None and k + 1 < plan.count:
+            joined = {n: np.concatenate([o[n] for o in observed], axis=1) for n in obs0}
+            store.save(lo, hi, checkpoint.Checkpoint(
+                k + 1, plan.count, [x[:widest] for x in carry],
+                {n: v[:widest] for n, v in joined.items()},
+            ))  # fmt: skip
+    run_seconds += time.perf_counter() - run_start
+    joined = {n: np.concatenate([o[n] for o in observed], axis=1) for n in obs0}
+    final = jax.tree.unflatten(treedef, carry)[0]
+    traj = batch.finish_segments(joined, final, save_grid(first.dynamics))
+    return traj, compile_seconds, run_seconds
 
 
 class _InputCache:
@@ -482,10 +752,21 @@ class _InputCache:
 
 
 def simulate(cfg: Config | str | Path | Mapping[str, Any], progress: bool = False) -> xr.Dataset:
-    """Run the configured simulation in this process and return the results Dataset (nothing
-    written): all inits, in chunks of ``run.chunk`` if set, sharded over the local devices.
+    """Run the configured simulation in this process and return the results (nothing written).
 
-    Compilation and the run are timed apart (``compile_seconds``, ``run_seconds`` attributes).
+    All inits, in chunks of ``run.chunk`` if set, sharded over the local devices. Compilation
+    and the run are timed apart (``compile_seconds``, ``run_seconds`` attributes).
+
+    Args:
+        cfg: a Config, a TOML path, or nested dicts in the TOML layout (:func:`as_config`).
+        progress: report compiling, timing and the solve's progress on stderr.
+
+    Returns:
+        The results Dataset (:mod:`gflow.results`): observations over (init, time), final
+        states and status per init.
+
+    Raises:
+        ConfigError: the config is invalid, before anything compiles.
     """
     cfg = as_config(cfg)
     blocks = distributed.chunks(0, cfg.init.count, cfg.run.chunk)
@@ -506,8 +787,20 @@ def run(
     results.nc and removes them (the other processes return what they solved, or None, and the
     parts folder). Before anything compiles (one-line ConfigErrors): an OUT that cannot be
     created or written, one in use by another live run or sweep (its lock), one holding a
-    sweep, results of another config or a parts folder of another config is refused;
-    ``overwrite`` replaces a sweep's or another config's results instead.
+    sweep, results of another config or a parts folder of another config is refused.
+
+    Args:
+        cfg: a Config, a TOML path, or nested dicts in the TOML layout (:func:`as_config`).
+        out: the output folder; None: ``run.out``.
+        progress: report compiling, timing and the solve's progress on stderr.
+        overwrite: replace a sweep's or another config's results instead of refusing.
+
+    Returns:
+        ``(ds, path)``: the results Dataset and the path of results.nc; on a process other than
+        0, what it solved (or None) and the parts folder.
+
+    Raises:
+        ConfigError: the config or OUT is refused, before anything compiles.
     """
     cfg = as_config(cfg)
     if out is not None:
@@ -546,10 +839,13 @@ def _run_held(cfg: Config, out: Path, index: int, total: int, progress: bool):
     results.remove_stale_temporaries(out)
     lo, hi = distributed.process_block(cfg.init.count, index, total)
     blocks = distributed.chunks(lo, hi, cfg.run.chunk)
-    if total == 1 and len(blocks) == 1:
+    # one block of a run of one segment: nothing to keep; a long stepped run keeps its
+    # segments (gflow.checkpoint) in the parts folder, even as one block
+    if total == 1 and len(blocks) == 1 and segment_plan(cfg) is None:
         ds = simulate(cfg, progress=progress)
         return ds, results.save(ds, out / "results.nc")
     parts = results.PartStore(out / "parts", fingerprint(cfg))
+    kept = checkpoint.Checkpoints(parts.folder, fingerprint(cfg))
     todo = [b for b in blocks if not parts.has(*b)]
     if progress and len(todo) < len(blocks):
         print(
@@ -558,8 +854,9 @@ def _run_held(cfg: Config, out: Path, index: int, total: int, progress: bool):
             flush=True,
         )
     solved = []
-    for ds in solve_blocks(cfg, todo, progress) if todo else ():
+    for ds in solve_blocks(cfg, todo, progress, kept) if todo else ():
         parts.save(ds)
+        kept.remove(int(ds.init.values[0]), int(ds.init.values[-1]) + 1)
         solved.append(ds)
     if index != 0:  # process 0 joins the parts (and may already be removing them)
         return (results.join(solved) if solved else None), parts.folder
@@ -578,7 +875,14 @@ def _run_held(cfg: Config, out: Path, index: int, total: int, progress: bool):
 
 def fingerprint(cfg: Config) -> str:
     """The config as TOML without the settings that cannot change the numbers (where output
-    goes, progress, sharding, process layout): runs with equal fingerprints may share parts."""
+    goes, progress, sharding, process layout): runs with equal fingerprints may share parts.
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        The TOML text.
+    """
     neutral = dict(
         out=".", progress=False, shard=True, coordinator="", num_processes=1, process_id=0,
         connect_timeout=60, wait_timeout=86400,

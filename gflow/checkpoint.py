@@ -1,0 +1,184 @@
+"""Long stepped runs (gd, sgd) in segments, each block's state checkpointed as a segment ends.
+
+A run whose work (steps x inits of a block x parameters) exceeds :data:`SEGMENT_WORK` is cut
+into n segments of about the same number of steps, n = ceil(work / SEGMENT_WORK): segments of a
+few seconds to a minute of work on a laptop CPU. A segment's intervals are the save intervals
+cut at the segment's ends (an interval that ends between saves is observed and the observation
+dropped); every segment is padded with zero-length intervals to the longest, so one compiled
+program serves every segment. An uninterrupted run goes through the same segments as a resumed
+one, so the two agree bit for bit. A run of one segment takes the plain path (one program).
+
+After each segment, :class:`Checkpoints` writes the block's carry (parameters, optimizer state,
+step index) and its observations so far atomically to ``OUT/parts/segments-LO-HI.npz``,
+stamped with the config's fingerprint; a rerun of the same config continues from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from gflow.batch import save_grid
+from gflow.config import STEPPED_KINDS, Config
+
+# Parameter-steps per segment: the reference problem (UFM-CE K=10, d=32, n=20: 6730 parameters)
+# runs about 1.7e9 a second on the 2-core dev box when it is idle (gd, 8 inits a vector) and
+# 5e8 when it is shared, so a segment is 6-20 s there; configs/ufm-ce-gd.toml (8.6e9) stays one
+# segment. GFLOW_SEGMENT_WORK (private: for tests) overrides it.
+SEGMENT_WORK = 1e10
+
+
+class SegmentPlan(NamedTuple):
+    """How a stepped run is cut.
+
+    Attributes:
+        lengths: the steps of each segment's intervals, (segments, P) int32, zero-padded.
+        saved: which intervals end at a save, (segments, P) bool.
+    """
+
+    lengths: np.ndarray
+    saved: np.ndarray
+
+    @property
+    def count(self) -> int:
+        """The number of segments."""
+        return len(self.lengths)
+
+
+def segment_work() -> float:
+    """The parameter-steps of one segment: $GFLOW_SEGMENT_WORK, else :data:`SEGMENT_WORK`."""
+    return float(os.environ.get("GFLOW_SEGMENT_WORK") or SEGMENT_WORK)
+
+
+def plan(cfg: Config, parameters: int) -> SegmentPlan | None:
+    """The segments of a stepped run, from the config alone (not the devices or the batching).
+
+    Args:
+        cfg: the config.
+        parameters: one init's parameter count.
+
+    Returns:
+        The :class:`SegmentPlan`, or None where the run is one segment (flows and SDEs, and
+        stepped runs of at most :func:`segment_work` parameter-steps).
+    """
+    d = cfg.dynamics
+    if d.kind not in STEPPED_KINDS:
+        return None
+    inits = min(cfg.run.chunk or cfg.init.count, cfg.init.count)
+    count = min(math.ceil(d.steps * inits * parameters / segment_work()), d.steps)
+    if count <= 1:
+        return None
+    size = -(-d.steps // count)
+    grid = save_grid(d)
+    ends = np.union1d(grid, np.arange(0, d.steps, size))
+    pieces = [[] for _ in range(-(-d.steps // size))]
+    saves = set(grid.tolist())
+    for a, b in zip(ends[:-1], ends[1:], strict=True):
+        pieces[int(a) // size].append((int(b - a), int(b) in saves))
+    width = max(len(p) for p in pieces)
+    lengths = np.zeros((len(pieces), width), np.int32)
+    saved = np.zeros((len(pieces), width), bool)
+    for k, p in enumerate(pieces):
+        lengths[k, : len(p)] = [n for n, _ in p]
+        saved[k, : len(p)] = [s for _, s in p]
+    return SegmentPlan(lengths, saved)
+
+
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+class Checkpoint(NamedTuple):
+    """A block's state after ``done`` of its ``total`` segments.
+
+    Attributes:
+        done: the segments finished.
+        total: the segments of the run.
+        carry: the carry's leaves (each with a leading init axis), in tree order.
+        observed: the observations so far by name, each (inits, saves so far).
+    """
+
+    done: int
+    total: int
+    carry: list[np.ndarray]
+    observed: dict[str, np.ndarray]
+
+
+class Checkpoints:
+    """The segment checkpoints of one config's blocks, ``segments-LO-HI.npz`` in a folder.
+
+    Each file holds a digest of the config's fingerprint: one of another config is never used.
+
+    Args:
+        folder: the folder (OUT/parts, made and stamped by :class:`gflow.results.PartStore`).
+        fingerprint: the config's fingerprint (:func:`gflow.simulation.fingerprint`).
+    """
+
+    def __init__(self, folder: str | Path, fingerprint: str):
+        self.folder = Path(folder)
+        self.digest = hashlib.sha256(fingerprint.encode()).hexdigest()
+
+    def path(self, lo: int, hi: int) -> Path:
+        """The checkpoint of the block of inits [lo, hi)."""
+        return self.folder / f"segments-{lo:09d}-{hi:09d}.npz"
+
+    def save(self, lo: int, hi: int, state: Checkpoint) -> Path:
+        """Write a block's checkpoint atomically (a temporary, then a rename; the umask's mode)."""
+        path = self.path(lo, hi)
+        arrays = {f"carry_{i}": np.asarray(x) for i, x in enumerate(state.carry)}
+        arrays.update({f"observed_{k}": np.asarray(v) for k, v in state.observed.items()})
+        arrays.update(
+            digest=np.asarray(self.digest), done=np.asarray(state.done),
+            total=np.asarray(state.total),
+        )  # fmt: skip
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.chmod(tmp, _umask_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def load(self, lo: int, hi: int, total: int) -> Checkpoint | None:
+        """The block's checkpoint, or None where there is none of this config and plan
+        (another config's, another plan's or an unreadable file is ignored)."""
+        path = self.path(lo, hi)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as z:
+                if str(z["digest"]) != self.digest or int(z["total"]) != total:
+                    return None
+                carry = [z[f"carry_{i}"] for i in range(sum(k.startswith("carry_") for k in z))]
+                observed = {k[9:]: z[k] for k in z.files if k.startswith("observed_")}
+                return Checkpoint(int(z["done"]), total, carry, observed)
+        except Exception:  # noqa: BLE001 -- a foreign or damaged file: start the block over
+            return None
+
+    def remove(self, lo: int, hi: int) -> None:
+        """Delete the block's checkpoint (its part is written)."""
+        self.path(lo, hi).unlink(missing_ok=True)
+
+
+def progress_of(folder: str | Path) -> tuple[int, int] | None:
+    """(segments done, segments in all) of the checkpoints in ``folder``, for the interruption
+    line; None where there is none."""
+    done = total = 0
+    for path in sorted(Path(folder).glob("segments-*.npz")):
+        try:
+            with np.load(path) as z:
+                done, total = done + int(z["done"]), total + int(z["total"])
+        except Exception:  # noqa: BLE001 -- being written or damaged: not counted
+            continue
+    return (done, total) if total else None
