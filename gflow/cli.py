@@ -306,7 +306,11 @@ def _kept(args) -> str:
         )
     if parts:
         return f"{parts} finished block(s) kept in {out / 'parts'}; the same command resumes"
-    return "no block had finished (set run.chunk to keep blocks as they finish)"
+    # a long gd/sgd run keeps its segments (above); a flow, an SDE or a short run only blocks
+    return (
+        "nothing had finished yet (a long gd/sgd run keeps its segments; elsewhere set "
+        "run.chunk to keep blocks as they finish)"
+    )
 
 
 def entry() -> None:
