@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/gflow demo --out runs/demo
 
-# The tests and the notebooks (nbmake, headless), on 2 workers; compiled solves are shared
-# between tests through a JAX compilation cache that lives as long as the run.
+# The tests and the notebooks (nbmake, headless), on 2 workers that steal each other's queued
+# tests (no worker idles behind a long one); compiled solves are shared between tests, workers
+# and the gflow processes they start through a JAX compilation cache that lives as long as the run.
 test: $(STAMP)
 	cache=$$(mktemp -d) && GFLOW_TEST_JAX_CACHE=$$cache GFLOW_HEADLESS=1 MPLBACKEND=Agg \
-	  $(BIN)/python -m pytest -q -n 2 --nbmake tests notebooks; rc=$$?; rm -rf $$cache; exit $$rc
+	  $(BIN)/python -m pytest -q -n 2 --dist worksteal --nbmake tests notebooks; rc=$$?; rm -rf $$cache; exit $$rc
 
 # The benchmark suite (minutes): installs the PyTorch peers (extra "bench"), records figures in
 # benchmarks/results/.

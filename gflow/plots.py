@@ -682,6 +682,9 @@ def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
             path = out / f"{name}.{ext}"
             savefig(fig, path)
             paths.append(path)
+            # the first save settles the layout: the PDF keeps it (the same layout in both
+            # files, and no second constrained-layout pass: ~35% of the saving time)
+            fig.set_layout_engine("none")
         plt.close(fig)
     return paths
 
