@@ -21,10 +21,11 @@ from gflow import metrics
 from gflow.config import STEPPED_KINDS, DynamicsConfig, root_finding
 from gflow.dynamics import gradient_descent, gradient_flow, stochastic_gradient_descent
 from gflow.dynamics.descent import advance_steps, descent_stepper, stepped_trajectory
+from gflow.dynamics.flow import flow_segment, flow_segment_carry
 from gflow.dynamics.longtime import loss_time_flow
 from gflow.dynamics.minibatch import minibatch_stepper
-from gflow.dynamics.stochastic import noisy_gradient_flow
-from gflow.dynamics.trajectory import Trajectory
+from gflow.dynamics.stochastic import noisy_gradient_flow, noisy_segment, segment_carry
+from gflow.dynamics.trajectory import Trajectory, nan_after_failure
 from gflow.hessian import extreme_eigenvalues
 from gflow.models.base import Model, split_hyperparameters
 from gflow.progress import METER
@@ -307,11 +308,13 @@ def segment_solve(
     hessian_iters: int = 60,
     geometry: bool = False,
 ) -> tuple[Callable, Callable]:
-    """A stepped solve (gd, sgd) cut in segments: its start and its advance by one segment,
-    the per-init functions of two compiled programs (:func:`batch_solve`'s arguments).
+    """A stepped solve (gd, sgd), an SDE or a plain-clock flow cut in segments: its start and
+    its advance by one segment, the per-init functions of two compiled programs
+    (:func:`batch_solve`'s arguments).
 
     Args:
-        dynamics: the ``[dynamics]`` section, kind gd or sgd.
+        dynamics: the ``[dynamics]`` section, kind gd, sgd, sde or flow (plain clock, an
+            adaptive solver: :func:`gflow.checkpoint.plan`).
         progress: report the steps taken (:data:`gflow.progress.METER`).
         hessian: see :func:`observer`.
         hessian_iters: see :func:`observer`.
@@ -324,7 +327,16 @@ def segment_solve(
         intervals, the same for every init (data, not program: one program serves every
         segment). The carry is what the stepping needs (parameters, optimizer state, step
         index); the batches of sgd and a stochastic optimizer's noise follow from the key.
+        An SDE's segment is ``(start, ends, dt)`` in place of ``lengths`` (its start time, its
+        (S,) interval ends and its step, :class:`gflow.checkpoint.SegmentPlan`) and its carry
+        (parameters, status, steps, end time)
+        (:func:`gflow.dynamics.stochastic.noisy_segment`); a flow's that and its solver's
+        and controller's states (:func:`gflow.dynamics.flow.flow_segment`).
     """
+    if dynamics.kind == "sde":
+        return _sde_segments(dynamics, hessian, hessian_iters, geometry)
+    if dynamics.kind == "flow":
+        return _flow_segments(dynamics, hessian, hessian_iters, geometry)
 
     def begin(data, hyper, settings, params0, key):
         model = eqx.combine(hyper, data)
@@ -341,6 +353,76 @@ def segment_solve(
         return advance_steps(step, carry, lengths, observe, total=dynamics.steps, progress=progress)
 
     return begin, advance
+
+
+def _sde_segments(dynamics: DynamicsConfig, hessian: str, hessian_iters: int, geometry: bool):
+    """:func:`segment_solve` of an SDE."""
+    d = dynamics
+
+    def begin(data, hyper, settings, params0, key):
+        model = eqx.combine(hyper, data)
+        return segment_carry(params0), observer(model, hessian, hessian_iters, geometry)(params0)
+
+    def advance(shared, hyper, settings, carry, key):
+        TRACES["solve"] += 1
+        data, (start, ends, dt) = shared
+        model = eqx.combine(hyper, data)
+        observe = observer(model, hessian, hessian_iters, geometry)
+        return noisy_segment(
+            model.loss, carry, key, start, ends, observe, t1=settings.times[-1],
+            noise=settings.noise, dt0=settings.dt0, step=dt, solver=d.solver,
+            max_steps=d.max_steps,
+            drift=model.drift,
+        )  # fmt: skip
+
+    return begin, advance
+
+
+def _flow_segments(dynamics: DynamicsConfig, hessian: str, hessian_iters: int, geometry: bool):
+    """:func:`segment_solve` of a plain-clock flow (an adaptive solver)."""
+    d = dynamics
+
+    def options(settings):
+        return dict(
+            solver=d.solver, rtol=settings.rtol, atol=settings.atol,
+        )  # fmt: skip
+
+    def begin(data, hyper, settings, params0, key):
+        model = eqx.combine(hyper, data)
+        carry = flow_segment_carry(
+            model.loss, params0, settings.times[-1], dt0=None if d.dt0 is None else settings.dt0,
+            drift=model.drift, **options(settings),
+        )  # fmt: skip
+        return carry, observer(model, hessian, hessian_iters, geometry)(params0)
+
+    def advance(shared, hyper, settings, carry, key):
+        TRACES["solve"] += 1
+        data, (start, ends, _) = shared
+        model = eqx.combine(hyper, data)
+        observe = observer(model, hessian, hessian_iters, geometry)
+        return flow_segment(
+            model.loss, carry, start, ends, observe, max_steps=d.max_steps,
+            stop_grad_tol=None if d.stop_grad_tol is None else settings.stop_grad_tol,
+            drift=model.drift, **options(settings),
+        )  # fmt: skip
+
+    return begin, advance
+
+
+def finish_timed(observed: dict, carry) -> Trajectory:
+    """The Trajectory of an SDE or a flow solved in segments (:func:`segment_solve`), on the
+    host.
+
+    Args:
+        observed: the observations at every save, each (inits, T).
+        carry: the last segment's carry (parameters, status, steps, end time, ...), batched.
+
+    Returns:
+        The batched Trajectory; a failed init's observations NaN from its first bad save on.
+    """
+    final, status, steps, end, *_ = carry
+    traj = Trajectory(observed, final, status, steps, end)
+    return jax.tree.map(np.asarray, jax.vmap(nan_after_failure)(traj))
 
 
 def finish_segments(observed: dict, final, save_steps: np.ndarray) -> Trajectory:

@@ -1,4 +1,4 @@
-"""Long stepped runs (gd, sgd) in segments, each block's state checkpointed as a segment ends.
+"""Long runs in segments, each block's state checkpointed as a segment ends.
 
 A run whose work (steps x inits of a block x parameters) exceeds :data:`SEGMENT_WORK` is cut
 into n segments of about the same number of steps, n = ceil(work / SEGMENT_WORK): segments of a
@@ -11,6 +11,16 @@ one, so the two agree bit for bit. A run of one segment takes the plain path (on
 After each segment, :class:`Checkpoints` writes the block's carry (parameters, optimizer state,
 step index) and its observations so far atomically to ``OUT/parts/segments-LO-HI.npz``,
 stamped with the config's fingerprint; a rerun of the same config continues from it.
+
+SDEs are cut likewise in time, their segments ending on the fixed-step grid of the one solve
+(about the same number of steps each; work: t1/dt0 x inits x parameters); each segment is one
+diffrax solve from the previous one's end over the same Brownian path
+(:func:`gflow.dynamics.stochastic.noisy_segment`): the one solve's steps, to rounding.
+Plain-clock flows (adaptive solvers) are cut at save times into runs of about as many saves
+(work: max_steps x inits x parameters); each segment's solve starts from the previous one's
+solver and controller states and proposed step (:func:`gflow.dynamics.flow.flow_segment`):
+the one solve's path but for a step boundary at each segment's end. The loss and log clocks
+and fixed-step flows are one solve.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import numpy as np
 
 from gflow.batch import save_grid
 from gflow.config import STEPPED_KINDS, Config
+from gflow.dynamics.flow import FIXED_STEP_SOLVERS
 
 # Parameter-steps per segment: the reference problem (UFM-CE K=10, d=32, n=20: 6730 parameters)
 # runs about 1.7e9 a second on the 2-core dev box when it is idle (gd, 8 inits a vector) and
@@ -35,20 +46,42 @@ SEGMENT_WORK = 1e10
 
 
 class SegmentPlan(NamedTuple):
-    """How a stepped run is cut.
+    """How a run is cut.
 
     Attributes:
-        lengths: the steps of each segment's intervals, (segments, P) int32, zero-padded.
+        lengths: the steps of each segment's intervals, (segments, P) int32, zero-padded (a
+            stepped run); a timed one's (sde): each segment's steps m, in its first column
+            (its solve steps by (end - start) / m: the one solve's grid, to rounding).
         saved: which intervals end at a save, (segments, P) bool.
+        ends: (timed runs) each segment's interval end times, (segments, P) float64, padded
+            by repeating the segment's end; None for a stepped run.
+        starts: (timed runs) each segment's start time, (segments,) float64.
     """
 
     lengths: np.ndarray
     saved: np.ndarray
+    ends: np.ndarray | None = None
+    starts: np.ndarray | None = None
 
     @property
     def count(self) -> int:
         """The number of segments."""
         return len(self.lengths)
+
+    @property
+    def timed(self) -> bool:
+        """Whether segments are of time (sde) rather than of steps."""
+        return self.ends is not None
+
+    def inputs(self, k: int, dtype) -> tuple:
+        """Segment ``k``'s data for the advance: its lengths (stepped), or its (start, ends,
+        step) in ``dtype`` (timed)."""
+        if not self.timed:
+            return np.asarray(self.lengths[k])
+        start, ends = np.asarray(self.starts[k], dtype), np.asarray(self.ends[k], dtype)
+        # (end - start) / m in the solve's dtype: diffrax's ceil((end - start) / nextafter(dt))
+        # is then m (and its first step start + dt is the grid's)
+        return start, ends, (ends[-1] - start) / np.asarray(self.lengths[k, 0], dtype)
 
 
 def segment_work() -> float:
@@ -64,13 +97,18 @@ def plan(cfg: Config, parameters: int) -> SegmentPlan | None:
         parameters: one init's parameter count.
 
     Returns:
-        The :class:`SegmentPlan`, or None where the run is one segment (flows and SDEs, and
-        stepped runs of at most :func:`segment_work` parameter-steps).
+        The :class:`SegmentPlan`, or None where the run is one segment (flows of the loss or
+        log clock or of a fixed-step solver, and runs of at most :func:`segment_work`
+        parameter-steps).
     """
     d = cfg.dynamics
+    inits = min(cfg.run.chunk or cfg.init.count, cfg.init.count)
+    if d.kind == "sde":
+        return _timed_plan(cfg, inits * parameters)
+    if d.kind == "flow":
+        return _flow_plan(cfg, inits * parameters)
     if d.kind not in STEPPED_KINDS:
         return None
-    inits = min(cfg.run.chunk or cfg.init.count, cfg.init.count)
     count = min(math.ceil(d.steps * inits * parameters / segment_work()), d.steps)
     if count <= 1:
         return None
@@ -88,6 +126,57 @@ def plan(cfg: Config, parameters: int) -> SegmentPlan | None:
         lengths[k, : len(p)] = [n for n, _ in p]
         saved[k, : len(p)] = [s for _, s in p]
     return SegmentPlan(lengths, saved)
+
+
+def _timed_plan(cfg: Config, size: float) -> SegmentPlan | None:
+    """An SDE's segments: ends on the fixed-step grid of one solve over [0, t1] (diffrax's
+    ``ConstantStepSize``: N = ceil(t1 / dt0) steps of t1/N), about equal in steps."""
+    d = cfg.dynamics
+    steps = int(np.ceil(d.t1 / np.nextafter(d.dt0, np.inf)))
+    count = min(math.ceil(steps * size / segment_work()), steps)
+    if count <= 1:
+        return None
+    grid = np.asarray(save_grid(d), float)
+    marks = np.unique(np.rint(np.arange(count + 1) * steps / count).astype(np.int64))
+    bounds = d.t1 * marks[1:] / steps
+    bounds[-1] = grid[-1]
+    times = np.union1d(grid[1:], bounds)
+    pieces = [[] for _ in bounds]
+    saves = set(grid[1:].tolist())
+    for t in times:
+        pieces[int(np.searchsorted(bounds, t))].append((float(t), float(t) in saves))
+    width = max(len(p) for p in pieces)
+    ends = np.repeat(bounds[:, None], width, axis=1)
+    saved = np.zeros((len(pieces), width), bool)
+    for k, p in enumerate(pieces):
+        ends[k, : len(p)] = [t for t, _ in p]
+        saved[k, : len(p)] = [s for _, s in p]
+    starts = np.concatenate([[0.0], bounds[:-1]])
+    lengths = np.zeros_like(saved, np.int32)
+    lengths[:, 0] = np.diff(marks)
+    return SegmentPlan(lengths, saved, ends, starts)
+
+
+def _flow_plan(cfg: Config, size: float) -> SegmentPlan | None:
+    """A plain-clock flow's segments (an adaptive solver; the loss and log clocks and
+    fixed-step solvers are one solve): runs of consecutive saves, about as many in each, the
+    work max_steps x inits x parameters."""
+    d = cfg.dynamics
+    if d.reparam != "none" or d.solver in FIXED_STEP_SOLVERS:
+        return None
+    grid = np.asarray(save_grid(d), float)
+    count = min(math.ceil(d.max_steps * size / segment_work()), len(grid) - 1)
+    if count <= 1:
+        return None
+    marks = np.unique(np.rint(np.arange(count + 1) * (len(grid) - 1) / count).astype(np.int64))
+    pieces = [grid[a + 1 : b + 1] for a, b in zip(marks[:-1], marks[1:], strict=True)]
+    width = max(len(p) for p in pieces)
+    ends = np.array([np.concatenate([p, np.repeat(p[-1], width - len(p))]) for p in pieces])
+    saved = np.arange(width)[None, :] < np.array([len(p) for p in pieces])[:, None]
+    starts = np.concatenate([[0.0], ends[:-1, -1]])
+    lengths = np.zeros_like(saved, np.int32)
+    lengths[:, 0] = 1  # the progress meter counts segments
+    return SegmentPlan(lengths, saved, ends, starts)
 
 
 def _umask_mode() -> int:

@@ -296,7 +296,7 @@ def _kept(args) -> str:
     from gflow.checkpoint import progress_of
 
     segments = progress_of(out / "parts")
-    if segments:  # a long stepped run's checkpoints (gflow.checkpoint)
+    if segments:  # a long run's checkpoints (gflow.checkpoint)
         done, total = segments
         blocks = f"{parts} finished block(s) and " if parts else ""
         what = "the run" if not parts else "the blocks being solved"
@@ -306,9 +306,10 @@ def _kept(args) -> str:
         )
     if parts:
         return f"{parts} finished block(s) kept in {out / 'parts'}; the same command resumes"
-    # a long gd/sgd run keeps its segments (above); a flow, an SDE or a short run only blocks
+    # a long run keeps its segments (above); a short one, or a flow of the loss or log clock
+    # or of a fixed-step solver, only blocks
     return (
-        "nothing had finished yet (a long gd/sgd run keeps its segments; elsewhere set "
+        "nothing had finished yet (a long run keeps its segments; elsewhere set "
         "run.chunk to keep blocks as they finish)"
     )
 

@@ -511,6 +511,10 @@ def solve_batches(
     together = vector if vector else first.init.count
     after = batch.observes_after(first.dynamics, together * first.dynamics.saves * one)
     plan = segment_plan(first, model)
+    if plan is not None and plan.timed:
+        # a timed plan follows t1 and dt0, traced settings a sweep's points may differ in
+        if any(cfg.dynamics != first.dynamics for segments in batches for cfg, _, _ in segments):
+            plan = None
     program = (
         key,
         jnp.dtype(dtype).name,
@@ -619,7 +623,7 @@ def segment_plan(cfg: Config, model: Model | None = None) -> checkpoint.SegmentP
     Returns:
         The plan, or None.
     """
-    if cfg.dynamics.kind not in STEPPED_KINDS:
+    if cfg.dynamics.kind not in (*STEPPED_KINDS, "sde", "flow"):
         return None
     model = build_model(cfg, check=False) if model is None else model
     return checkpoint.plan(cfg, num_params(jax.eval_shape(model.init, jax.random.PRNGKey(0))))
@@ -638,6 +642,7 @@ def _solve_in_segments(first, model, plan, data, args, layout, progress, store, 
     """
     vector, mesh, place, width, widest = layout
     hyper, settings, params, keys = args
+    dtype = jax.tree.leaves(params)[0].dtype
     compile_seconds = 0.0
     programs = _PROGRAMS.get(program)
     if programs is None:
@@ -669,7 +674,7 @@ def _solve_in_segments(first, model, plan, data, args, layout, progress, store, 
     run_seconds = time.perf_counter() - run_start
     if not isinstance(programs, tuple):
         start = time.perf_counter()
-        shared = (data, jnp.asarray(plan.lengths[0]))
+        shared = (data, plan.inputs(0, dtype))
         placed = jax.tree.unflatten(treedef, [place(x) for x in carry])
         with jax.default_matmul_precision(first.run.matmul_precision):
             programs[1] = programs[1].lower(shared, hyper, settings, placed, keys).compile()
@@ -694,9 +699,10 @@ def _solve_in_segments(first, model, plan, data, args, layout, progress, store, 
                 file=sys.stderr,
                 flush=True,
             )
-    steps = first.dynamics.steps
+    steps = int(plan.lengths.sum())
     if progress:
-        METER.start(width * steps, "of the steps")
+        unit = "of the inits' segments" if first.dynamics.kind == "flow" else "of the steps"
+        METER.start(width * steps, unit)
         # the meter continues from the resumed step, without a line for the steps already done
         METER.done = width * int(plan.lengths[:done].sum())
         METER.shown = 10 * METER.done // max(METER.total, 1)
@@ -704,10 +710,12 @@ def _solve_in_segments(first, model, plan, data, args, layout, progress, store, 
             METER.bar.update(METER.done)
     run_start = time.perf_counter()
     for k in range(done, plan.count):
-        shared = (data, jnp.asarray(plan.lengths[k]))
+        shared = (data, plan.inputs(k, dtype))
         placed = jax.tree.unflatten(treedef, [place(x) for x in carry])
         new, obs = ready(programs[1](shared, hyper, settings, placed, keys))
         carry = [np.asarray(x) for x in jax.tree.leaves(new)]
+        if progress and plan.timed:  # an SDE's or a flow's segment is counted once done
+            METER.add(width * int(plan.lengths[k].sum()))
         observed.append({n: np.asarray(v)[:, plan.saved[k]] for n, v in obs.items()})
         if store is not None and k + 1 < plan.count:
             joined = {n: np.concatenate([o[n] for o in observed], axis=1) for n in obs0}
@@ -717,6 +725,9 @@ def _solve_in_segments(first, model, plan, data, args, layout, progress, store, 
             ))  # fmt: skip
     run_seconds += time.perf_counter() - run_start
     joined = {n: np.concatenate([o[n] for o in observed], axis=1) for n in obs0}
+    if plan.timed:
+        traj = batch.finish_timed(joined, jax.tree.unflatten(treedef, carry))
+        return traj, compile_seconds, run_seconds
     final = jax.tree.unflatten(treedef, carry)[0]
     traj = batch.finish_segments(joined, final, save_grid(first.dynamics))
     return traj, compile_seconds, run_seconds

@@ -34,6 +34,13 @@ def config(kind: str) -> dict:
     cfg = {k: dict(v) for k, v in SMALL.items()}
     if kind == "sgd":
         cfg["dynamics"].update(kind="sgd", batch_size=4, optimizer="adam", lr=0.01)
+    if kind == "sde":  # 600 steps of dt0, as gd's
+        cfg["dynamics"] = {"kind": "sde", "t1": 6.0, "dt0": 0.01, "noise": 0.05, "saves": 6}
+    if kind == "flow":  # max_steps 600, as gd's steps; stops near t = 53 (55-60 steps)
+        cfg["dynamics"] = {
+            "kind": "flow", "t1": 200.0, "saves": 8, "rtol": 1e-8, "atol": 1e-10,
+            "max_steps": 600, "stop_grad_tol": 1e-2,
+        }  # fmt: skip
     return cfg
 
 
@@ -41,7 +48,7 @@ class Stop(KeyboardInterrupt):
     """Raised by the test after a given number of checkpoints, as Ctrl-C would be."""
 
 
-@pytest.fixture(scope="module", params=["gd", "sgd"])
+@pytest.fixture(scope="module", params=["gd", "sgd", "sde", "flow"])
 def runs(request, tmp_path_factory):
     """One kind's run in one segment, in 7 segments, and in 7 segments interrupted after the
     third checkpoint and resumed."""
@@ -75,11 +82,24 @@ def runs(request, tmp_path_factory):
 
 def test_segments_cover_the_save_grid_once(runs):
     plan = runs["plan"]
+    cfg = simulation.as_config(config(runs["kind"]))
+    grid = simulation.save_grid(cfg.dynamics)
     assert plan.count == 7
-    assert plan.lengths.sum() == SMALL["dynamics"]["steps"]
-    assert plan.saved.sum() == SMALL["dynamics"]["saves"] - 1  # every save but step 0, once
+    assert plan.saved.sum() == cfg.dynamics.saves - 1  # every save but step 0, once
+    if runs["kind"] == "flow":  # runs of consecutive saves
+        assert np.array_equal(plan.ends[plan.saved], grid[1:])
+        assert np.array_equal(plan.starts, np.concatenate([[0.0], plan.ends[:-1, -1]]))
+        return
+    if runs["kind"] == "sde":  # segments of time, ending on the dt0 grid, over [0, t1]
+        assert np.array_equal(plan.ends[plan.saved], grid[1:])
+        bounds = plan.ends[:, -1]
+        assert np.array_equal(plan.starts[1:], bounds[:-1]) and plan.starts[0] == 0
+        steps = bounds / cfg.dynamics.dt0
+        np.testing.assert_allclose(steps, np.rint(steps), rtol=0, atol=1e-9)
+        assert (np.diff(plan.ends, axis=1) >= 0).all() and (plan.ends[:, 0] > plan.starts).all()
+        return
+    assert plan.lengths.sum() == cfg.dynamics.steps
     ends = np.cumsum(plan.lengths.ravel())[plan.saved.ravel()]
-    grid = simulation.save_grid(simulation.as_config(SMALL).dynamics)
     assert np.array_equal(ends, grid[1:])
     assert (plan.lengths[:, 0] > 0).all()  # no empty segment
 
@@ -87,9 +107,18 @@ def test_segments_cover_the_save_grid_once(runs):
 def test_segmented_run_equals_one_solve(runs):
     """gd (optax sgd) in segments takes the one solve's bits; adam's update rounds differently
     in the two programs (by about 1e-17 in the loss here), so for sgd + adam the segmented run
-    is the reference of the resume test below and the one solve agrees to rounding."""
+    is the reference of the resume test below and the one solve agrees to rounding; so does an
+    SDE's (the same steps over the same Brownian path, its times summed from each segment's
+    start)."""
     whole, segmented = runs["whole"], runs["segmented"]
     assert (segmented["status"].values == "ok").all()
+    if runs["kind"] == "flow":
+        # each segment end is an extra step boundary: the one solve's path to its tolerance
+        # (rtol 1e-8); both stopped at the same time (the event), well before t1
+        for v in ("loss", "W", "H", "b", "stop_time"):
+            np.testing.assert_allclose(whole[v], segmented[v], rtol=1e-6, atol=1e-9, err_msg=v)
+        assert (segmented["stop_time"].values < 100).all()
+        return
     if runs["kind"] == "gd":
         assert same_bits(whole, segmented) == []
         return
@@ -107,6 +136,21 @@ def test_interrupted_run_keeps_its_segments_and_resumes_to_the_same_bits(runs):
     assert same_bits(runs["segmented"], runs["resumed"]) == []
     assert runs["path"].is_file()
     assert not (runs["out"] / "parts").exists()  # the checkpoint went with its part
+
+
+def test_a_segmented_flow_that_runs_out_of_steps_is_marked_so(monkeypatch):
+    """max_steps bounds the whole run (the flow of ``runs`` needs 55-60 steps)."""
+    cfg = config("flow")
+    cfg["dynamics"].update(max_steps=25, stop_grad_tol=None)
+    del cfg["dynamics"]["stop_grad_tol"]
+    whole = simulation.simulate(cfg)
+    monkeypatch.setattr(checkpoint, "SEGMENT_WORK", 25 * 3 * PARAMS / 4)
+    assert simulation.segment_plan(simulation.as_config(cfg)).count == 4
+    segmented = simulation.simulate(cfg)
+    for ds in (whole, segmented):
+        assert (ds["status"].values == "max_steps").all()
+        assert np.isnan(ds["loss"].values[:, -1]).all()  # t1 was never reached
+        assert np.isfinite(ds["loss"].values[:, 0]).all()
 
 
 def test_another_configs_checkpoint_is_never_used(tmp_path):

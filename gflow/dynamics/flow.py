@@ -144,6 +144,214 @@ def integrate(
     return nan_after_failure(traj)
 
 
+def integrate_segment(
+    terms: diffrax.AbstractTerm,
+    solver: diffrax.AbstractSolver,
+    y,
+    start,
+    ends,
+    observe: Callable,
+    *,
+    controller: diffrax.AbstractStepSizeController,
+    dt0,
+    max_steps: int,
+    nan_probe: Callable,
+):
+    """One segment of a solve cut in time (:mod:`gflow.checkpoint`): a diffrax solve from
+    ``start`` to ``ends[-1]`` with ``observe`` at each of ``ends`` (S,) (padded by repeating
+    the end), for solvers that carry no state across steps (the SDEs' fixed-step ones).
+
+    Returns:
+        ``(y at ends[-1], observations (S,), status, accepted steps, end time)``: the status as
+        :func:`integrate` gives it (``mark_nan`` of this segment's final state and losses).
+    """
+    saveat = diffrax.SaveAt(
+        subs=[diffrax.SubSaveAt(ts=ends, fn=lambda t, y, args: observe(y)),
+              diffrax.SubSaveAt(t1=True)]
+    )  # fmt: skip
+    sol = diffrax.diffeqsolve(
+        terms, solver, t0=start, t1=ends[-1], dt0=dt0, y0=y, saveat=saveat,
+        stepsize_controller=controller, max_steps=max_steps, throw=False,
+    )  # fmt: skip
+    observed, final = sol.ys
+    final = jax.tree.map(lambda x: x[0], final)
+    status = jnp.where(
+        sol.result == diffrax.RESULTS.successful,
+        OK,
+        jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, FAILED),
+    )
+    status = mark_nan(status, (final, nan_probe(final)), observed["loss"])
+    return final, observed, status, sol.stats["num_accepted_steps"], sol.ts[1][0]
+
+
+class _Proposing(diffrax.AbstractAdaptiveStepSizeController):
+    """An adaptive controller whose state also holds the step it proposes next: what a solve
+    cut in segments passes the next segment as ``dt0`` (diffrax's ``SaveAt`` keeps the
+    controller's state, not its proposal)."""
+
+    inner: diffrax.AbstractAdaptiveStepSizeController
+
+    @property
+    def rtol(self):
+        return self.inner.rtol
+
+    @property
+    def atol(self):
+        return self.inner.atol
+
+    @property
+    def norm(self):
+        return self.inner.norm
+
+    def wrap(self, direction):
+        return _Proposing(self.inner.wrap(direction))
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        tnext, state = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        return tnext, (state, jnp.asarray(tnext - t0))
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
+        keep, next_t0, next_t1, jump, inner, result = self.inner.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, state[0]
+        )
+        return keep, next_t0, next_t1, jump, (inner, next_t1 - next_t0), result
+
+
+def _flow_parts(loss, drift, solver: str, rtol, atol):
+    """(terms, solver, controller, vector field) of the plain-clock flow."""
+    move = velocity(loss, drift)
+    terms = diffrax.ODETerm(lambda t, y, args: move(y))
+    return terms, SOLVERS[solver](), _Proposing(step_controller(solver, rtol, atol)), move
+
+
+def flow_segment_carry(loss, params0, t1, *, solver="tsit5", rtol, atol, dt0=None, drift=None):
+    """The carry of a plain-clock flow cut in segments (:func:`flow_segment`) at t = 0.
+
+    Returns:
+        ``(parameters, status, steps, end time, (stopped, step proposed, solver state,
+        controller state, made_jump))``: the step, solver and controller states as the one
+        solve over [0, t1] starts them.
+    """
+    dtype = state_dtype(params0)
+    terms, slv, controller, _ = _flow_parts(loss, drift, solver, rtol, atol)
+    t0 = jnp.zeros((), dtype)
+    dt0 = None if dt0 is None else jnp.asarray(dt0, dtype)
+    tnext, state = controller.init(
+        terms, t0, jnp.asarray(t1, dtype), params0, dt0, None, slv.func, slv.error_order(terms)
+    )
+    tnext = jnp.minimum(tnext, t1)
+    solver_state = slv.init(terms, t0, tnext, params0, None)
+    extra = (jnp.asarray(False), state[1], solver_state, state, jnp.asarray(False))
+    return params0, jnp.asarray(OK, jnp.int32), jnp.zeros((), jnp.int32), t0, extra
+
+
+def flow_segment(
+    loss: Callable,
+    carry,
+    start,
+    ends,
+    observe: Callable,
+    *,
+    solver: str = "tsit5",
+    rtol,
+    atol,
+    max_steps: int = 20_000,
+    stop_grad_tol=None,
+    drift: Callable | None = None,
+):
+    """One segment of :func:`gradient_flow` (plain clock, adaptive solver) from ``start`` to
+    ``ends[-1]``: a diffrax solve that starts from the previous segment's solver and controller
+    states, its first step the step the previous one proposed (the one solve's path but for the
+    extra step boundary at each segment's end).
+
+    An init that stopped (``stop_grad_tol``) or failed in an earlier segment takes no steps:
+    its state, steps and end time are kept, its observations are the final one's (stopped) or
+    +inf (failed: NaN once finished). ``max_steps`` bounds the whole run, checked at segment
+    ends (it is static in diffrax: each segment's solve may take that many): an init whose
+    summed steps pass it in a segment is marked max_steps, with that segment's final state,
+    steps and end time and its observations from that segment on unreached (NaN).
+
+    Args:
+        loss: the loss (see :func:`gradient_flow`).
+        carry: the carry (:func:`flow_segment_carry` at t = 0).
+        start: the segment's start time, 0-d.
+        ends: its interval ends, (S,) (padded by repeating the end).
+        observe: ``observe(params) -> dict`` of scalars, at each of ``ends``.
+        solver: an adaptive solver of :data:`SOLVERS`.
+        rtol: the controller's relative tolerance.
+        atol: its absolute tolerance.
+        max_steps: the most accepted steps of the run (and of one segment's solve).
+        stop_grad_tol: stop once the vector field's norm is below it; None: run to the end.
+        drift: the model's own vector field, in place of -grad loss.
+
+    Returns:
+        ``(carry at ends[-1], observations (S,))``.
+    """
+    params, status, steps, end, (stopped, dt, solver_state, state, jump) = carry
+    dtype = state_dtype(params)
+    terms, slv, controller, move = _flow_parts(loss, drift, solver, rtol, atol)
+    stop_when = gradient_norm_below(move, stop_grad_tol)
+    start, ends = jnp.asarray(start, dtype), jnp.asarray(ends, dtype)
+    saveat = diffrax.SaveAt(
+        subs=[diffrax.SubSaveAt(ts=ends, fn=lambda t, y, args: observe(y)),
+              diffrax.SubSaveAt(t1=True)],
+        solver_state=True, controller_state=True, made_jump=True,
+    )  # fmt: skip
+    sol = diffrax.diffeqsolve(
+        terms, slv, t0=start, t1=ends[-1], dt0=dt, y0=params, saveat=saveat,
+        stepsize_controller=controller, max_steps=max_steps, throw=False,
+        solver_state=solver_state, controller_state=state, made_jump=jump,
+        event=None if stop_when is None else diffrax.Event(
+            lambda t, y, args, **kw: stop_when(y),
+            root_finder=optx.Newton(rtol=1e-10, atol=1e-12),
+        ),
+    )  # fmt: skip
+    observed, final = sol.ys
+    final = jax.tree.map(lambda x: x[0], final)
+    now_end = sol.ts[1][0]
+    now_stopped = sol.result == diffrax.RESULTS.event_occurred
+    if stop_when is not None:  # as in integrate: already below the tolerance at the start
+        at_start = stop_when(params) <= 0
+        final = jax.tree.map(lambda a, b: jnp.where(at_start, a, b), params, final)
+        now_end = jnp.where(at_start, start, now_end)
+        now_stopped = now_stopped | at_start
+        observed = jax.tree.map(
+            lambda v, e: jnp.where(now_stopped & (ends > now_end), e, v), observed, observe(final)
+        )
+    taken = sol.stats["num_accepted_steps"]
+    now = jnp.where(
+        (sol.result == diffrax.RESULTS.successful) | now_stopped,
+        OK,
+        jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, FAILED),
+    )
+    # the run's budget: passed by this segment's end (or this solve's own limit reached)
+    over = (now == MAX_STEPS) | ((now == OK) & (steps + taken > max_steps))
+    now = jnp.where(over, MAX_STEPS, now)
+    now = mark_nan(now, (final, move(final)), jnp.where(over, 0.0, observed["loss"]))
+    observed = jax.tree.map(lambda v: jnp.where(over, jnp.inf, v), observed)
+    # an init stopped or failed before this segment keeps everything
+    frozen = stopped | (status != OK)
+    kept = observe(params)
+    observed = jax.tree.map(
+        lambda v, e: jnp.where(frozen, jnp.where(stopped, e, jnp.inf), v), observed, kept
+    )
+    pick = lambda old, new: jax.tree.map(lambda a, b: jnp.where(frozen, a, b), old, new)  # noqa: E731
+    carry = (
+        pick(params, final),
+        jnp.where(frozen, status, now).astype(jnp.int32),
+        jnp.where(frozen, steps, steps + taken).astype(jnp.int32),
+        jnp.where(frozen, end, now_end),
+        (
+            jnp.where(frozen, stopped, now_stopped),
+            pick(dt, sol.controller_state[1]),
+            pick(solver_state, sol.solver_state),
+            pick(state, sol.controller_state),
+            pick(jump, jnp.asarray(sol.made_jump)),
+        ),
+    )
+    return carry, observed
+
+
 def observe_saved(observe: Callable, states) -> dict:
     """``observe`` at each saved state (a leading save axis), as diffrax would have saved it:
     +inf at the saves a failed solve never reached (diffrax fills those states with +inf)."""
