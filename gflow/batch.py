@@ -21,7 +21,12 @@ from gflow import metrics
 from gflow.config import STEPPED_KINDS, DynamicsConfig, root_finding
 from gflow.dynamics import gradient_descent, gradient_flow, stochastic_gradient_descent
 from gflow.dynamics.descent import advance_steps, descent_stepper, stepped_trajectory
-from gflow.dynamics.flow import flow_segment, flow_segment_carry
+from gflow.dynamics.flow import (
+    FIXED_STEP_SOLVERS,
+    fixed_step_segment,
+    flow_segment,
+    flow_segment_carry,
+)
 from gflow.dynamics.longtime import loss_time_flow
 from gflow.dynamics.minibatch import minibatch_stepper
 from gflow.dynamics.stochastic import noisy_gradient_flow, noisy_segment, segment_carry
@@ -313,8 +318,8 @@ def segment_solve(
     (:func:`batch_solve`'s arguments).
 
     Args:
-        dynamics: the ``[dynamics]`` section, kind gd, sgd, sde or flow (plain clock, an
-            adaptive solver: :func:`gflow.checkpoint.plan`).
+        dynamics: the ``[dynamics]`` section, kind gd, sgd, sde or flow (plain clock:
+            :func:`gflow.checkpoint.plan`).
         progress: report the steps taken (:data:`gflow.progress.METER`).
         hessian: see :func:`observer`.
         hessian_iters: see :func:`observer`.
@@ -381,6 +386,8 @@ def _sde_segments(dynamics: DynamicsConfig, hessian: str, hessian_iters: int, ge
 def _flow_segments(dynamics: DynamicsConfig, hessian: str, hessian_iters: int, geometry: bool):
     """:func:`segment_solve` of a plain-clock flow (an adaptive solver)."""
     d = dynamics
+    if d.solver in FIXED_STEP_SOLVERS:
+        return _fixed_step_segments(dynamics, hessian, hessian_iters, geometry)
 
     def options(settings):
         return dict(
@@ -404,6 +411,29 @@ def _flow_segments(dynamics: DynamicsConfig, hessian: str, hessian_iters: int, g
             model.loss, carry, start, ends, observe, max_steps=d.max_steps,
             stop_grad_tol=None if d.stop_grad_tol is None else settings.stop_grad_tol,
             drift=model.drift, **options(settings),
+        )  # fmt: skip
+
+    return begin, advance
+
+
+def _fixed_step_segments(
+    dynamics: DynamicsConfig, hessian: str, hessian_iters: int, geometry: bool
+):
+    """:func:`segment_solve` of a fixed-step flow: an SDE's segments of time, without noise."""
+    d = dynamics
+
+    def begin(data, hyper, settings, params0, key):
+        model = eqx.combine(hyper, data)
+        return segment_carry(params0), observer(model, hessian, hessian_iters, geometry)(params0)
+
+    def advance(shared, hyper, settings, carry, key):
+        TRACES["solve"] += 1
+        data, (start, ends, dt) = shared
+        model = eqx.combine(hyper, data)
+        observe = observer(model, hessian, hessian_iters, geometry)
+        return fixed_step_segment(
+            model.loss, carry, start, ends, observe, solver=d.solver, step=dt,
+            max_steps=d.max_steps, drift=model.drift,
         )  # fmt: skip
 
     return begin, advance

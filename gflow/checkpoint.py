@@ -98,8 +98,8 @@ def plan(cfg: Config, parameters: int) -> SegmentPlan | None:
 
     Returns:
         The :class:`SegmentPlan`, or None where the run is one segment (flows of the loss or
-        log clock or of a fixed-step solver, and runs of at most :func:`segment_work`
-        parameter-steps).
+        log clock, fixed-step flows with a stop tolerance, and runs of at most
+        :func:`segment_work` parameter-steps).
     """
     d = cfg.dynamics
     inits = min(cfg.run.chunk or cfg.init.count, cfg.init.count)
@@ -158,12 +158,15 @@ def _timed_plan(cfg: Config, size: float) -> SegmentPlan | None:
 
 
 def _flow_plan(cfg: Config, size: float) -> SegmentPlan | None:
-    """A plain-clock flow's segments (an adaptive solver; the loss and log clocks and
-    fixed-step solvers are one solve): runs of consecutive saves, about as many in each, the
-    work max_steps x inits x parameters."""
+    """A plain-clock flow's segments (the loss and log clocks are one solve). An adaptive
+    solver: runs of consecutive saves, about as many in each, the work max_steps x inits x
+    parameters. A fixed-step solver: the SDEs' segments of time on the one solve's dt0 grid
+    (:func:`_timed_plan`; with a stop tolerance, one solve)."""
     d = cfg.dynamics
-    if d.reparam != "none" or d.solver in FIXED_STEP_SOLVERS:
+    if d.reparam != "none":
         return None
+    if d.solver in FIXED_STEP_SOLVERS:
+        return None if d.stop_grad_tol is not None else _timed_plan(cfg, size)
     grid = np.asarray(save_grid(d), float)
     count = min(math.ceil(d.max_steps * size / segment_work()), len(grid) - 1)
     if count <= 1:

@@ -36,6 +36,8 @@ def config(kind: str) -> dict:
         cfg["dynamics"].update(kind="sgd", batch_size=4, optimizer="adam", lr=0.01)
     if kind == "sde":  # 600 steps of dt0, as gd's
         cfg["dynamics"] = {"kind": "sde", "t1": 6.0, "dt0": 0.01, "noise": 0.05, "saves": 6}
+    if kind == "flow-euler":  # a fixed-step flow: 600 steps of dt0, cut in time as the sde
+        cfg["dynamics"] = {"kind": "flow", "solver": "euler", "t1": 6.0, "dt0": 0.01, "saves": 6}
     if kind == "flow":  # max_steps 600, as gd's steps; stops near t = 53 (55-60 steps)
         cfg["dynamics"] = {
             "kind": "flow", "t1": 200.0, "saves": 8, "rtol": 1e-8, "atol": 1e-10,
@@ -48,7 +50,7 @@ class Stop(KeyboardInterrupt):
     """Raised by the test after a given number of checkpoints, as Ctrl-C would be."""
 
 
-@pytest.fixture(scope="module", params=["gd", "sgd", "sde", "flow"])
+@pytest.fixture(scope="module", params=["gd", "sgd", "sde", "flow", "flow-euler"])
 def runs(request, tmp_path_factory):
     """One kind's run in one segment, in 7 segments, and in 7 segments interrupted after the
     third checkpoint and resumed."""
@@ -90,7 +92,7 @@ def test_segments_cover_the_save_grid_once(runs):
         assert np.array_equal(plan.ends[plan.saved], grid[1:])
         assert np.array_equal(plan.starts, np.concatenate([[0.0], plan.ends[:-1, -1]]))
         return
-    if runs["kind"] == "sde":  # segments of time, ending on the dt0 grid, over [0, t1]
+    if runs["kind"] in ("sde", "flow-euler"):  # segments of time on the dt0 grid of [0, t1]
         assert np.array_equal(plan.ends[plan.saved], grid[1:])
         bounds = plan.ends[:, -1]
         assert np.array_equal(plan.starts[1:], bounds[:-1]) and plan.starts[0] == 0

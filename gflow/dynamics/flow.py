@@ -159,7 +159,8 @@ def integrate_segment(
 ):
     """One segment of a solve cut in time (:mod:`gflow.checkpoint`): a diffrax solve from
     ``start`` to ``ends[-1]`` with ``observe`` at each of ``ends`` (S,) (padded by repeating
-    the end), for solvers that carry no state across steps (the SDEs' fixed-step ones).
+    the end), for solvers that carry no state across steps (the SDEs' and the fixed-step
+    flows').
 
     Returns:
         ``(y at ends[-1], observations (S,), status, accepted steps, end time)``: the status as
@@ -182,6 +183,51 @@ def integrate_segment(
     )
     status = mark_nan(status, (final, nan_probe(final)), observed["loss"])
     return final, observed, status, sol.stats["num_accepted_steps"], sol.ts[1][0]
+
+
+def fixed_step_segment(
+    loss: Callable,
+    carry,
+    start,
+    ends,
+    observe: Callable,
+    *,
+    solver: str,
+    step,
+    max_steps: int,
+    drift: Callable | None = None,
+):
+    """One segment of a fixed-step :func:`gradient_flow` (euler, heun, midpoint, ralston: no
+    state carried across steps) from ``start`` to ``ends[-1]`` in steps of ``step``, which put
+    them on the one solve's grid (:class:`gflow.checkpoint.SegmentPlan`).
+
+    Args:
+        loss: the loss (see :func:`gradient_flow`).
+        carry: ``(parameters, status, steps, end time)``
+            (:func:`gflow.dynamics.stochastic.segment_carry` at t = 0).
+        start: the segment's start time, 0-d.
+        ends: its interval ends, (S,) (padded by repeating the end).
+        observe: ``observe(params) -> dict`` of scalars, at each of ``ends``.
+        solver: a fixed-step solver of :data:`SOLVERS`.
+        step: the segment's step.
+        max_steps: the most steps of one segment's solve.
+        drift: the model's own vector field, in place of -grad loss.
+
+    Returns:
+        ``(carry at ends[-1], observations (S,))``: the status is the first that is not ok,
+        the steps are summed.
+    """
+    params, status, steps, _ = carry
+    dtype = state_dtype(params)
+    move = velocity(loss, drift)
+    final, observed, now, taken, end = integrate_segment(
+        diffrax.ODETerm(lambda t, y, args: move(y)), SOLVERS[solver](), params,
+        jnp.asarray(start, dtype), jnp.asarray(ends, dtype), observe,
+        controller=diffrax.ConstantStepSize(), dt0=jnp.asarray(step, dtype),
+        max_steps=max_steps, nan_probe=move,
+    )  # fmt: skip
+    status = jnp.where(status == OK, now, status)
+    return (final, status, steps + taken, end), observed
 
 
 class _Proposing(diffrax.AbstractAdaptiveStepSizeController):
