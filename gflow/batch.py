@@ -360,9 +360,10 @@ def segment_solve(
     return begin, advance
 
 
-def _sde_segments(dynamics: DynamicsConfig, hessian: str, hessian_iters: int, geometry: bool):
-    """:func:`segment_solve` of an SDE."""
-    d = dynamics
+def _timed_segments(dynamics, hessian, hessian_iters, geometry, segment: Callable):
+    """:func:`segment_solve` of a solve cut in time whose carry is (parameters, status, steps,
+    end time): an SDE or a fixed-step flow. ``segment(model, carry, key, settings, start, ends,
+    step, observe) -> (carry, observations)`` solves one segment."""
 
     def begin(data, hyper, settings, params0, key):
         model = eqx.combine(hyper, data)
@@ -373,14 +374,23 @@ def _sde_segments(dynamics: DynamicsConfig, hessian: str, hessian_iters: int, ge
         data, (start, ends, dt) = shared
         model = eqx.combine(hyper, data)
         observe = observer(model, hessian, hessian_iters, geometry)
+        return segment(model, carry, key, settings, start, ends, dt, observe)
+
+    return begin, advance
+
+
+def _sde_segments(dynamics: DynamicsConfig, hessian: str, hessian_iters: int, geometry: bool):
+    """:func:`segment_solve` of an SDE."""
+    d = dynamics
+
+    def segment(model, carry, key, settings, start, ends, dt, observe):
         return noisy_segment(
             model.loss, carry, key, start, ends, observe, t1=settings.times[-1],
             noise=settings.noise, dt0=settings.dt0, step=dt, solver=d.solver,
-            max_steps=d.max_steps,
-            drift=model.drift,
+            max_steps=d.max_steps, drift=model.drift,
         )  # fmt: skip
 
-    return begin, advance
+    return _timed_segments(dynamics, hessian, hessian_iters, geometry, segment)
 
 
 def _flow_segments(dynamics: DynamicsConfig, hessian: str, hessian_iters: int, geometry: bool):
@@ -422,21 +432,13 @@ def _fixed_step_segments(
     """:func:`segment_solve` of a fixed-step flow: an SDE's segments of time, without noise."""
     d = dynamics
 
-    def begin(data, hyper, settings, params0, key):
-        model = eqx.combine(hyper, data)
-        return segment_carry(params0), observer(model, hessian, hessian_iters, geometry)(params0)
-
-    def advance(shared, hyper, settings, carry, key):
-        TRACES["solve"] += 1
-        data, (start, ends, dt) = shared
-        model = eqx.combine(hyper, data)
-        observe = observer(model, hessian, hessian_iters, geometry)
+    def segment(model, carry, key, settings, start, ends, dt, observe):
         return fixed_step_segment(
             model.loss, carry, start, ends, observe, solver=d.solver, step=dt,
             max_steps=d.max_steps, drift=model.drift,
         )  # fmt: skip
 
-    return begin, advance
+    return _timed_segments(dynamics, hessian, hessian_iters, geometry, segment)
 
 
 def finish_timed(observed: dict, carry) -> Trajectory:
