@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gflow.atomic import umask_mode
 from gflow.batch import save_grid
 from gflow.config import STEPPED_KINDS, Config
 from gflow.dynamics.flow import FIXED_STEP_SOLVERS
@@ -182,12 +183,6 @@ def _flow_plan(cfg: Config, size: float) -> SegmentPlan | None:
     return SegmentPlan(lengths, saved, ends, starts)
 
 
-def _umask_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 class Checkpoint(NamedTuple):
     """A block's state after ``done`` of its ``total`` segments.
 
@@ -235,7 +230,7 @@ class Checkpoints:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
-            os.chmod(tmp, _umask_mode())
+            os.chmod(tmp, umask_mode())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -16,7 +16,6 @@ import datetime
 import functools
 import os
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from gflow import config as config_mod
+from gflow.atomic import save_netcdf, write_text
 from gflow.config import Config, ConfigError
 from gflow.dynamics.trajectory import STATUS, Trajectory
 from gflow.models import registry
@@ -275,16 +275,9 @@ def _model_data(model: Model, data: dict) -> dict:
     return out
 
 
-def _umask_mode() -> int:
-    """The mode a plain ``open`` gives a new file: 0o666 less the umask (mkstemp gives 0o600,
-    which would hide results from collaborators)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def save(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write ``ds`` to ``path`` atomically: a temporary file in the same folder, then rename.
+    """Write ``ds`` to ``path`` atomically: a temporary file in the same folder, then rename
+    (:func:`gflow.atomic.save_netcdf`).
 
     A reader never sees a half-written file: either the old one or the complete new one. The
     file gets the mode the umask gives, as ``open`` would.
@@ -296,42 +289,7 @@ def save(ds: xr.Dataset, path: str | Path) -> Path:
     Returns:
         ``path`` as a ``Path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp, engine="netcdf4")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically: a unique temporary in the same folder, then a rename.
-
-    Concurrent writers and a kill at any moment never leave a partial file. The file gets the
-    mode the umask gives, as ``open`` would.
-
-    Args:
-        path: the file (its folder must exist).
-        text: its content.
-
-    Returns:
-        ``path`` as a ``Path``.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, _umask_mode())
-    os.replace(tmp, path)
-    return path
+    return save_netcdf(ds, path)
 
 
 def remove_stale_temporaries(folder: str | Path) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -528,7 +529,7 @@ def solve_batches(
     )
     compiled = _PROGRAMS.get(program)
     for number, segments in enumerate(batches, start=1):
-        built = [inputs.segment(cfg, lo, hi) for cfg, lo, hi in segments]
+        built = inputs.segments(segments)
         data = built[0][0]
         hyper, settings, params, keys = (
             jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *parts)
@@ -740,26 +741,63 @@ class _InputCache:
     def __init__(self):
         self._models: dict[Config, Model] = {}
         self._initializers: dict[Config, Callable] = {}
+        self._init_keys: dict[Config, jax.Array] = {}
 
     def model(self, cfg: Config) -> Model:
         if cfg not in self._models:
             self._models[cfg] = build_model(cfg, check=False)
         return self._models[cfg]
 
-    def segment(self, cfg: Config, lo: int, hi: int):
+    def segment(self, cfg: Config, lo: int, hi: int, draw: bool = True):
         """(data, hyper, settings, params0, keys, model, save times) of inits [lo, hi) of
         ``cfg``: the model's data, and per init its hyperparameters, traced settings, initial
-        parameters and noise key (the same values whichever batch the inits are solved in)."""
+        parameters (None with ``draw`` False) and noise key (the same values whichever batch
+        the inits are solved in)."""
         dtype = set_precision(cfg.run.precision)
         model = self.model(cfg)
-        if cfg not in self._initializers:
-            self._initializers[cfg] = block_initializer(cfg, model, dtype)
         count = hi - lo
         data, hyper = batch.broadcast_hyperparameters(model, count)
         settings = batch.broadcast_settings(batch.settings_for(cfg.dynamics, dtype), count)
-        params = self._initializers[cfg](lo, hi)
+        params = None
+        if draw:
+            if cfg not in self._initializers:
+                self._initializers[cfg] = block_initializer(cfg, model, dtype)
+            params = self._initializers[cfg](lo, hi)
         keys = np.asarray(noise_keys(cfg.init.seed, cfg.init.count)[lo:hi])
         return data, hyper, settings, params, keys, model, save_grid(cfg.dynamics)
+
+    def segments(self, segments: list[Segment]) -> list[tuple]:
+        """:meth:`segment` of every segment of a batch, the inits drawn from seeds drawn in one
+        vmapped call over all of them (a sweep's points differ in init.scale and seed, which
+        are inputs of that call): the same values as each segment's own draw, since the draw
+        is elementwise over the inits, at a tenth of a millisecond a point instead of a few."""
+        built = [self.segment(cfg, lo, hi, draw=cfg.init.from_file is not None)
+                 for cfg, lo, hi in segments]  # fmt: skip
+        drawn = [i for i, (cfg, _, _) in enumerate(segments) if cfg.init.from_file is None]
+        if not drawn:
+            return built
+        keys = np.concatenate([np.asarray(self._keys(cfg)[lo:hi])
+                               for cfg, lo, hi in (segments[i] for i in drawn)])  # fmt: skip
+        hyper = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]),
+                             *(built[i][1] for i in drawn))  # fmt: skip
+        data = built[drawn[0]][0]
+        params = jax.vmap(lambda h, k: eqx.combine(h, data).init(k))(hyper, keys)
+        params = jax.tree.map(np.asarray, params)
+        offset = 0
+        for i in drawn:
+            _, lo, hi = segments[i]
+            part = jax.tree.map(lambda x, a=offset, b=offset + hi - lo: x[a:b], params)
+            built[i] = (*built[i][:3], part, *built[i][4:])
+            offset += hi - lo
+        return built
+
+    def _keys(self, cfg: Config) -> jax.Array:
+        """One init key per init of ``cfg``, split from its seed (:func:`block_initializer`)."""
+        if cfg not in self._init_keys:
+            self._init_keys[cfg] = jax.random.split(
+                jax.random.PRNGKey(cfg.init.seed), cfg.init.count
+            )
+        return self._init_keys[cfg]
 
 
 def simulate(cfg: Config | str | Path | Mapping[str, Any], progress: bool = False) -> xr.Dataset:

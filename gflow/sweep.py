@@ -15,6 +15,7 @@ point), and the index is rewritten after each point. An OUT holding another swee
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from gflow import batch, outdir, results, simulation
+from gflow import atomic, batch, outdir, results, simulation
 from gflow import config as config_mod
 from gflow.config import ConfigError
 
@@ -257,30 +258,54 @@ def _run_claimed(folder: Path, grid_axes, grid, progress: bool) -> Path:
         say(f"resuming: {sum(done)} of {len(grid)} points done")
     say(f"{len(todo)} point(s) to run in {len(groups)} compiled solve(s)")
     summaries: dict[int, dict] = {}
-    for number, group in enumerate(groups, start=1):
-        first = _label(grid_axes, grid[group[0]][0])
-        more = " ..." if len(group) > 1 else ""
-        say(f"solve {number}/{len(groups)}: {len(group)} point(s) ({first}{more})")
-        if not foldable(grid[group[0]][1]):
-            (n,) = group
-            _, path = simulation.run(
-                grid[n][1].replace(run={"out": str(folder / "points" / f"{n:04d}")})
-            )
-            results.save(swept_coordinates(results.load(path), grid_axes, grid[n][0]), path)
-            write_index(folder, grid_axes, grid, summaries)
-            continue
-        packs = batches_of(grid, group)
-        segments = [[(grid[n][1], 0, grid[n][1].init.count) for n in pack] for pack in packs]
-        written = 0
-        for pack, datasets in zip(packs, simulation.solve_batches(segments, progress), strict=True):
-            for n, ds in zip(pack, datasets, strict=True):
-                ds = swept_coordinates(ds, grid_axes, grid[n][0])
-                results.save(ds, folder / "points" / f"{n:04d}" / "results.nc")
-                summaries[n] = _summary(ds)
-            written += len(pack)
-            say(f"{written}/{len(group)} point(s) of this solve written")
-            write_index(folder, grid_axes, grid, summaries)
+    folded = sum(len(g) for g in groups if foldable(grid[g[0]][1]))
+    with atomic.Writers(writer_processes(folded)) as writers:
+        for number, group in enumerate(groups, start=1):
+            first = _label(grid_axes, grid[group[0]][0])
+            more = " ..." if len(group) > 1 else ""
+            say(f"solve {number}/{len(groups)}: {len(group)} point(s) ({first}{more})")
+            if not foldable(grid[group[0]][1]):
+                (n,) = group
+                _, path = simulation.run(
+                    grid[n][1].replace(run={"out": str(folder / "points" / f"{n:04d}")})
+                )
+                ds = swept_coordinates(results.load(path), grid_axes, grid[n][0])
+                results.save(ds, path)
+                write_index(folder, grid_axes, grid, summaries)
+                continue
+            packs = batches_of(grid, group)
+            segments = [[(grid[n][1], 0, grid[n][1].init.count) for n in pack] for pack in packs]
+            written = 0
+            solved = simulation.solve_batches(segments, progress)
+            for pack, datasets in zip(packs, solved, strict=True):
+                for n, ds in zip(pack, datasets, strict=True):
+                    ds = swept_coordinates(ds, grid_axes, grid[n][0])
+                    writers.submit(ds, folder / "points" / f"{n:04d}" / "results.nc")
+                    summaries[n] = _summary(ds)
+                writers.wait()  # the index names only points whose file is on disk
+                written += len(pack)
+                say(f"{written}/{len(group)} point(s) of this solve written")
+                write_index(folder, grid_axes, grid, summaries)
     return write_index(folder, grid_axes, grid, summaries)
+
+
+# points written in the sweep's own process below this many; above, one writer process per
+# core (up to 4) writes them while it goes on (a point's file is ~25 ms of HDF5's time)
+PARALLEL_WRITES_FROM = 32
+
+
+def writer_processes(points: int) -> int:
+    """The writer processes (:class:`gflow.atomic.Writers`) for a sweep writing ``points``
+    files from batched solves: none for a few, else one per core up to 4.
+
+    Args:
+        points: the number of point files to write.
+
+    Returns:
+        The number of processes (0: write in this process).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 0 if points < PARALLEL_WRITES_FROM or (cores or 1) < 2 else min(cores, 4)
 
 
 def swept_coordinates(ds: xr.Dataset, grid_axes, index) -> xr.Dataset:

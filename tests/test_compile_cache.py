@@ -146,9 +146,13 @@ precision = "float64"
 """
 
 
-def test_a_folded_sweep_equals_its_points_alone(tmp_path):
+def test_a_folded_sweep_equals_its_points_alone(tmp_path, monkeypatch):
     """12 points that differ in wd_H, t1 and the seed: one compilation, one batch; every
-    point's results are bit-identical to solving that point alone."""
+    point's results (written by writer processes) are bit-identical to solving that point
+    alone."""
+    monkeypatch.setattr(sweep, "PARALLEL_WRITES_FROM", 2)
+    if sweep.writer_processes(12) == 0:
+        monkeypatch.setattr(sweep, "writer_processes", lambda points: 2)
     config = tmp_path / "sweep.toml"
     config.write_text(SWEEP)
     before = simulation.cache_info()
@@ -168,3 +172,33 @@ def test_a_folded_sweep_equals_its_points_alone(tmp_path):
         sel = whole.sel(wd_H=cfg.model.wd_H, t1=cfg.dynamics.t1, seed=cfg.init.seed)
         np.testing.assert_array_equal(sel.loss.values, alone.loss.values)
         np.testing.assert_array_equal(sel.save_time.values, alone.time.values)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "ufm-ce", "classes": 3, "dim": 4, "per_class": 2},
+        {"name": "deep-ufm", "classes": 3, "dim": 4, "per_class": 2, "depth": 2},
+        {"name": "le-ode", "classes": 3, "dim": 3, "per_class": 4},
+    ],
+    ids=lambda m: m["name"],
+)
+def test_a_batch_draws_its_points_inits_as_each_point_alone(model):
+    """The initial parameters of a batch of points (other init.scale and seed, blocks of
+    inits) are drawn in one vmapped call: bit-identical to each block drawn on its own."""
+    cfgs = [
+        _config(model=model, init={"seed": seed, "scale": scale, "count": 5})
+        for seed, scale in ((0, 0.1), (3, 0.7), (3, 0.1))
+    ]
+    segments = [(cfgs[0], 0, 5), (cfgs[1], 1, 4), (cfgs[2], 2, 5)]
+    together = simulation._InputCache().segments(segments)
+    for (cfg, lo, hi), built in zip(segments, together, strict=True):
+        model_alone = simulation.build_model(cfg, check=False)
+        alone = simulation.block_initializer(cfg, model_alone, jnp.float64)(lo, hi)
+        assert jax.tree.structure(alone) == jax.tree.structure(built[3])
+        for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(built[3]), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), b)
+    # the points differ: another seed or scale draws other values
+    assert not np.array_equal(
+        jax.tree.leaves(together[1][3])[0][1:], jax.tree.leaves(together[2][3])[0][:2]
+    )
