@@ -40,3 +40,23 @@ def test_the_notebooks_save_through_gflow():
         calls = re.findall(r"([\w.]*)savefig\(", text)
         assert calls, py.name
         assert all(c in ("plots.", "gflow.plots.") for c in calls), (py.name, calls)
+
+
+def test_several_files_share_one_layout_and_the_figure_keeps_its_engine(tmp_path):
+    fig, axes = plt.subplots(1, 2, figsize=(6, 2.5), layout="constrained")
+    for ax in axes:
+        ax.loglog([1, 10, 100], [1, 1e-3, 1e-6])
+        ax.set_ylabel("a long label $10^{-6}$")
+    engine = fig.get_layout_engine()
+    first = plots.savefig(fig, tmp_path / "a.png", tmp_path / "a.pdf")
+    alone = plots.savefig(fig, tmp_path / "b.png")  # saved again on its own: the same box
+    assert first == tmp_path / "a.png" and alone == tmp_path / "b.png"
+    assert fig.get_layout_engine() is engine and fig.dpi == matplotlib.rcParams["figure.dpi"]
+    with Image.open(tmp_path / "a.png") as a, Image.open(tmp_path / "b.png") as b:
+        assert a.size == b.size
+        size = np.array(a.size)
+    # the PDF's page is the PNG's box: pixels / 200 dpi, in points
+    box = re.search(rb"/MediaBox \[ *0 0 ([\d.]+) ([\d.]+) *\]", (tmp_path / "a.pdf").read_bytes())
+    assert box is not None
+    assert np.allclose(np.array([float(box[1]), float(box[2])]) / 72, size / 200, rtol=0.01)
+    plt.close(fig)
