@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
+from jax.sharding import NamedSharding, PartitionSpec
 
 from gflow import batch, checkpoint, distributed, models, outdir, results
 from gflow import config as config_mod
@@ -528,6 +530,41 @@ def solve_batches(
         None if plan is None else plan.lengths.shape,
     )
     compiled = _PROGRAMS.get(program)
+
+    def build(inputs_or_shapes):
+        steps_meter = first.dynamics.kind in STEPPED_KINDS
+        if progress:
+            print(
+                f"gflow: {first.model.name}, K={model.num_classes}, d={model.dim}, "
+                f"{widest} inits{f' (padded to {width})' if width > widest else ''}, "
+                f"{first.dynamics.kind}, {first.run.precision}, "
+                f"{devices} device(s): compiling",
+                file=sys.stderr,
+                flush=True,
+            )
+        # progress: GD and SGD count each init's save segments, flows each vector of inits
+        # (and diffrax's meter where the inits run as one vmap)
+        solve = vectorized(
+            batch.batch_solve(
+                first.dynamics, progress and (steps_meter or not vector),
+                first.run.hessian, first.run.hessian_iters, first.run.save_geometry, after,
+            ),
+            vector, progress and not steps_meter,
+        )  # fmt: skip
+        # vectors are a sequential map, which needs each device's slice by hand (shard_map);
+        # a plain vmap is left to jit on the sharded inputs (diffrax's implicit solvers
+        # reject shard_map)
+        if mesh and vector:
+            solve = distributed.per_device(solve, mesh, replicated=1)
+        return _Compilation(solve, inputs_or_shapes, first.run.matmul_precision)
+
+    # the solve is traced now, on the shapes the first batch's inputs will have, and compiled
+    # by XLA in another thread while this one draws the initial parameters (whose own small
+    # programs compile meanwhile): the same program, ready sooner
+    pending = None
+    if compiled is None and plan is None:
+        data0, shapes = inputs.shapes(batches[0][0], width, mesh)
+        pending = build((data0, *shapes))
     for number, segments in enumerate(batches, start=1):
         built = inputs.segments(segments)
         data = built[0][0]
@@ -545,36 +582,10 @@ def solve_batches(
                 progress, store, (lo, hi), program,
             )  # fmt: skip
         elif compiled is None:
-            if progress:
-                print(
-                    f"gflow: {first.model.name}, K={model.num_classes}, d={model.dim}, "
-                    f"{widest} inits{f' (padded to {width})' if width > widest else ''}, "
-                    f"{first.dynamics.kind}, {first.run.precision}, "
-                    f"{devices} device(s): compiling",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            start = time.perf_counter()
-            # progress: GD and SGD count each init's save segments, flows each vector of inits
-            # (and diffrax's meter where the inits run as one vmap)
-            steps_meter = first.dynamics.kind in STEPPED_KINDS
-            solve = vectorized(
-                batch.batch_solve(
-                    first.dynamics, progress and (steps_meter or not vector),
-                    first.run.hessian, first.run.hessian_iters, first.run.save_geometry,
-                    after,
-                ),
-                vector, progress and not steps_meter,
-            )  # fmt: skip
-            # vectors are a sequential map, which needs each device's slice by hand
-            # (shard_map); a plain vmap is left to jit on the sharded inputs (diffrax's
-            # implicit solvers reject shard_map)
-            if mesh and vector:
-                solve = distributed.per_device(solve, mesh, replicated=1)
-            # "highest": float32 products in full float32 on GPUs/TPUs too (not TF32/bf16)
-            with jax.default_matmul_precision(first.run.matmul_precision):
-                compiled = jax.jit(solve).lower(data, *args).compile()
-            compile_seconds = time.perf_counter() - start
+            if pending is None or pending.shapes != _shapes(args):
+                pending = build((data, *args))  # (no abstract start: lowered on these)
+            compiled, compile_seconds = pending.result()
+            pending = None
             _PROGRAMS[program] = compiled
             CACHE_STATS["compiles"] += 1
         else:
@@ -734,6 +745,50 @@ def _solve_in_segments(first, model, plan, data, args, layout, progress, store, 
     return traj, compile_seconds, run_seconds
 
 
+def _shapes(tree) -> list:
+    """(shape, dtype) of every leaf, to check that arguments match what was compiled."""
+    return [(tuple(x.shape), np.dtype(x.dtype)) for x in jax.tree.leaves(tree)]
+
+
+class _Compilation:
+    """A batched solve traced and lowered here (on arrays or on ``jax.ShapeDtypeStruct``s
+    with their shardings) and compiled by XLA in a daemon thread (XLA releases the GIL, so
+    this thread goes on); :meth:`result` waits for it.
+
+    Args:
+        solve: the batched solve, ``solve(data, hyper, settings, params, keys)``.
+        arguments: its arguments, or their shapes.
+        precision: ``run.matmul_precision``, in force while tracing.
+    """
+
+    def __init__(self, solve: Callable, arguments: tuple, precision: str):
+        self.start = time.perf_counter()
+        self.shapes = _shapes(arguments[1:])
+        # "highest": float32 products in full float32 on GPUs/TPUs too (not TF32/bf16)
+        with jax.default_matmul_precision(precision):
+            lowered = jax.jit(solve).lower(*arguments)
+        self._done = threading.Event()
+        self._out: list = []
+
+        def compile_it():
+            try:
+                self._out.append(lowered.compile())
+            except BaseException as err:  # noqa: BLE001 - raised again in result()
+                self._out.append(err)
+            self._done.set()
+
+        threading.Thread(target=compile_it, name="gflow-compile", daemon=True).start()
+
+    def result(self) -> tuple[Any, float]:
+        """The compiled solve and the seconds from tracing to its end."""
+        while not self._done.wait(0.05):  # a short wait: Ctrl-C stays responsive
+            pass
+        (out,) = self._out
+        if isinstance(out, BaseException):
+            raise out
+        return out, time.perf_counter() - self.start
+
+
 class _InputCache:
     """Per config, its model and initializer, built once however many blocks it is split in
     (an ``init.from`` file is read once)."""
@@ -790,6 +845,21 @@ class _InputCache:
             built[i] = (*built[i][:3], part, *built[i][4:])
             offset += hi - lo
         return built
+
+    def shapes(self, segment: Segment, width: int, mesh) -> tuple[Any, list]:
+        """The model's data and the shapes (``jax.ShapeDtypeStruct``, sharded over ``mesh``'s
+        init axis if any) of a batch of ``width`` inits like ``segment``'s, nothing drawn."""
+        cfg, lo, _ = segment
+        data, hyper, settings, _, keys, model, _ = self.segment(cfg, lo, lo + 1, draw=False)
+        params = jax.eval_shape(
+            jax.vmap(model.init), jax.ShapeDtypeStruct((1, *keys.shape[1:]), keys.dtype)
+        )
+        sharding = NamedSharding(mesh, PartitionSpec("init")) if mesh is not None else None
+
+        def as_batch(x):
+            return jax.ShapeDtypeStruct((width, *x.shape[1:]), np.dtype(x.dtype), sharding=sharding)
+
+        return data, [jax.tree.map(as_batch, t) for t in (hyper, settings, params, keys)]
 
     def _keys(self, cfg: Config) -> jax.Array:
         """One init key per init of ``cfg``, split from its seed (:func:`block_initializer`)."""
