@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import xarray as xr
@@ -32,10 +33,38 @@ def umask_mode() -> int:
     return 0o666 & ~umask
 
 
+def replace_atomically(path: str | Path, write: Callable[[str], None], sync: bool = False) -> Path:
+    """Make ``path`` appear whole: ``write(tmp)`` fills a unique temporary in the same folder,
+    which gets the umask's mode (as ``open`` would give) and is renamed over ``path``; on any
+    error the temporary is removed.
+
+    Args:
+        path: the file (its folder must exist).
+        write: fills the file named by its argument.
+        sync: flush the temporary to disk before the rename.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        if sync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write ``ds`` to the netCDF-4 file ``path`` atomically: a temporary file in the same
-    folder, flushed to disk, then renamed over ``path``. The file gets the mode the umask
-    gives, as ``open`` would.
+    """Write ``ds`` to the netCDF-4 file ``path`` atomically (:func:`replace_atomically`),
+    flushed to disk before the rename.
 
     Args:
         ds: the Dataset.
@@ -46,25 +75,12 @@ def save_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp, engine="netcdf4")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return replace_atomically(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4"), sync=True)
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically: a unique temporary in the same folder, then a rename.
-
-    Concurrent writers and a kill at any moment never leave a partial file. The file gets the
-    mode the umask gives, as ``open`` would.
+    """Write a text file atomically (:func:`replace_atomically`): concurrent writers and a kill
+    at any moment never leave a partial file.
 
     Args:
         path: the file (its folder must exist).
@@ -73,13 +89,7 @@ def write_text(path: str | Path, text: str) -> Path:
     Returns:
         ``path`` as a ``Path``.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, umask_mode())
-    os.replace(tmp, path)
-    return path
+    return replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
 class _Process:

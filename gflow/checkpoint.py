@@ -28,13 +28,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from gflow.atomic import umask_mode
+from gflow.atomic import replace_atomically
 from gflow.batch import save_grid
 from gflow.config import STEPPED_KINDS, Config
 from gflow.dynamics.flow import FIXED_STEP_SOLVERS
@@ -226,16 +225,12 @@ class Checkpoints:
             digest=np.asarray(self.digest), done=np.asarray(state.done),
             total=np.asarray(state.total),
         )  # fmt: skip
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-            os.chmod(tmp, umask_mode())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+
+        return replace_atomically(path, write)
 
     def load(self, lo: int, hi: int, total: int) -> Checkpoint | None:
         """The block's checkpoint, or None where there is none of this config and plan
