@@ -17,7 +17,6 @@ Writes benchmarks/results/gd_throughput.json and .png. Needs the `bench` extra (
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,10 +28,11 @@ from gflow.distributed import use_cpu_cores
 
 use_cpu_cores()  # before JAX starts: one CPU device per core, as the CLI does
 
+from torch_peers import LAM, LR, PER_CLASS, SCALE, D, K, sgd_one_init  # noqa: E402 -- beside
+
 from gflow import bench  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-K, D, PER_CLASS, LAM, LR, SCALE = 10, 32, 20, 5e-3, 0.1, 0.1
 
 
 def torch_device(requested: str) -> str:
@@ -66,20 +66,9 @@ def torch_loop_rate(steps: int, inits: int = 2, device: str = "cpu") -> float:
     import torch
 
     torch.manual_seed(0)
-    labels = torch.arange(K, device=device).repeat_interleave(PER_CLASS)
-    cross_entropy = torch.nn.CrossEntropyLoss()
 
     def one_init() -> None:
-        W = (SCALE * torch.randn(K, D, device=device)).requires_grad_()
-        H = (SCALE * torch.randn(K * PER_CLASS, D, device=device)).requires_grad_()
-        b = (SCALE * torch.randn(K, device=device)).requires_grad_()
-        opt = torch.optim.SGD([W, H, b], lr=LR)
-        for _ in range(steps):
-            opt.zero_grad()
-            decay = W.square().sum() + H.square().sum() + b.square().sum()
-            loss = cross_entropy(H @ W.T + b, labels) + LAM / 2 * decay
-            loss.backward()
-            opt.step()
+        sgd_one_init(steps, device)
 
     one_init()  # warm-up
     return _rate(one_init, inits, steps, device)
@@ -115,12 +104,8 @@ def whole_process_seconds(inits: int, steps: int) -> tuple[float, float]:
     with a cold compilation cache, then again with the cache the first run filled."""
     cfg = bench.reference_config(inits, steps)
     with tempfile.TemporaryDirectory() as tmp:
-        lines = []
-        for section, values in cfg.items():
-            lines.append(f"[{section}]")
-            lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
         path = Path(tmp) / "gd.toml"
-        path.write_text("\n".join(lines) + f'\nout = "{tmp}/out"\n')
+        path.write_text(bench.config_toml(cfg, out=f"{tmp}/out"))
         gflow = Path(sys.executable).parent / "gflow"
         env = {**os.environ, "GFLOW_CACHE_DIR": f"{tmp}/cache"}
         times = []

@@ -47,7 +47,9 @@ def main() -> None:
     def observe(p):
         return {
             "loss": model.loss(p),
-            "normalized_margin": metrics.normalized_margin(p["W"], jnp.zeros(K), p["H"], labels),
+            "normalized_margin": metrics.normalized_margin(
+                p["W"], jnp.zeros(K), model.readout(p).H, labels
+            ),
         }
 
     params0 = init_batch(model, seed=0, count=args.inits)
@@ -63,7 +65,7 @@ def main() -> None:
     onehot = jax.nn.one_hot(labels, K, dtype=jnp.float64)
 
     def textbook_loss(p):  # logsumexp(z) - z_y: cancels to 0 once margins pass ~37
-        return jnp.mean(optax.softmax_cross_entropy(p["H"] @ p["W"].T, onehot))
+        return jnp.mean(optax.softmax_cross_entropy(p["W"] @ p["H"], onehot.T, axis=0))  # H (d, N)
 
     runs = {
         "loss": (loss_time_flow, 1e100, model.loss),

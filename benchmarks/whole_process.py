@@ -27,102 +27,40 @@ import time
 from pathlib import Path
 
 import numpy as np
+from compile_amortization import REFERENCE_RUN  # benchmarks/, beside this script
+
+from gflow import bench
 
 RESULTS = Path(__file__).parent / "results"
+HERE = Path(__file__).resolve().parent
 
-FLOW = """\
-[model]
-name = "ufm-ce"
-classes = 10
-dim = 32
-per_class = 20
-
-[dynamics]
-solver = "tsit5"
-t1 = 5000.0
-rtol = 1e-6
-atol = 1e-6
-saves = 40
-
-[init]
-count = 64
-
-[run]
-precision = "float32"
-"""
-
-GD = """\
-[model]
-name = "ufm-ce"
-classes = 10
-dim = 32
-per_class = 20
-
-[dynamics]
-kind = "gd"
-optimizer = "sgd"
-lr = 0.1
-steps = 2000
-saves = 5
-
-[init]
-count = 1024
-
-[run]
-precision = "float32"
-"""
-
-# the same UFM-CE gradient field as gflow's (weight decay 5e-3 on W, H and b, mean CE)
+# torchode on the flow reference problem: the same field as gflow's (benchmarks/torch_peers.py),
+# a step size per init; prints its evaluations and the inits that finished
 TORCHODE = """\
 import torch, torchode
+from torch_peers import STATE_SIZE, ufm_ce_field
 torch.manual_seed(0)
-K, D, PER, B, lam = 10, 32, 20, 64, 5e-3
-N = K * PER
-labels = torch.arange(K).repeat_interleave(PER)
-def field(t, y):
-    with torch.enable_grad():
-        y = y.detach().requires_grad_()
-        H = y[:, : N * D].reshape(-1, N, D)
-        W = y[:, N * D : N * D + K * D].reshape(-1, K, D)
-        b = y[:, N * D + K * D :].reshape(-1, 1, K)
-        logits = torch.bmm(H, W.transpose(1, 2)) + b
-        fit = torch.nn.functional.cross_entropy(logits.reshape(-1, K), labels.repeat(len(y)))
-        loss = fit * len(y) + lam / 2 * (y**2).sum()
-        (g,) = torch.autograd.grad(loss, y)
-    return -g
-y0 = 0.1 * torch.randn(B, N * D + K * D + K)
-term = torchode.ODETerm(field)
+B = 64
+term = torchode.ODETerm(ufm_ce_field())
 solver = torchode.AutoDiffAdjoint(torchode.Tsit5(term=term),
                                   torchode.IntegralController(atol=1e-6, rtol=1e-6, term=term))
 sol = solver.solve(torchode.InitialValueProblem(
-    y0=y0, t_start=torch.zeros(B), t_end=torch.full((B,), 5000.0)))
+    y0=0.1 * torch.randn(B, STATE_SIZE), t_start=torch.zeros(B), t_end=torch.full((B,), 5000.0)))
 print(int(sol.stats["n_f_evals"].max()), sol.status.tolist().count(0))
 """
 
-# the per-init PyTorch loop of benchmarks/gd_throughput.py, on INITS inits; prints the seconds
-# from the start of the process to the first init and per init
+# the per-init PyTorch loop on {inits} inits; prints the seconds from the start of the process
+# to the first init, and per init
 TORCH_LOOP = """\
 import time
 start = time.perf_counter()
 import torch
-K, D, PER, lam, steps, inits = 10, 32, 20, 5e-3, 2000, {inits}
-N = K * PER
-labels = torch.arange(K).repeat_interleave(PER)
+from torch_peers import sgd_one_init
 torch.manual_seed(0)
 ready = time.perf_counter()
-for _ in range(inits):
-    H = (0.1 * torch.randn(N, D)).requires_grad_()
-    W = (0.1 * torch.randn(K, D)).requires_grad_()
-    b = (0.1 * torch.randn(K)).requires_grad_()
-    opt = torch.optim.SGD([H, W, b], lr=0.1)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(H @ W.T + b, labels)
-        loss = loss + lam / 2 * ((H**2).sum() + (W**2).sum() + (b**2).sum())
-        loss.backward()
-        opt.step()
-done = time.perf_counter()
-print(ready - start, (done - ready) / inits)
+for _ in range({inits}):
+    sgd_one_init({steps})
+print(ready - start, (time.perf_counter() - ready) / {inits})
 """
 
 
@@ -140,23 +78,6 @@ def gflow_run(config: Path, out: Path, cache: str, figures: bool = True) -> floa
     return timed([*args] if figures else [*args, "--no-plots"], env)[0]
 
 
-def machine() -> dict:
-    import platform
-
-    import jax
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "jax": jax.__version__,
-            "python": platform.python_version()}  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -167,10 +88,12 @@ def main() -> None:
     loop = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "flow.toml").write_text(FLOW)
-        (work / "gd.toml").write_text(GD)
+        (work / "flow.toml").write_text(REFERENCE_RUN.format(out=work / "flow"))
+        (work / "gd.toml").write_text(bench.config_toml(bench.reference_config(1024), None))
         cache = str(work / "cache")
-        env = dict(os.environ)
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+        )
         # fill the persistent cache once (not timed): "warm" is a second run of the same config
         for name in ("flow", "gd"):
             gflow_run(work / f"{name}.toml", work / name, cache)
@@ -192,7 +115,7 @@ def main() -> None:
                 times.setdefault(name, []).append(run())
                 print(f"repeat {r + 1}: {name} {times[name][-1]:.2f} s", flush=True)
             seconds, out = timed(
-                [sys.executable, "-c", TORCH_LOOP.format(inits=args.loop_inits)], env
+                [sys.executable, "-c", TORCH_LOOP.format(inits=args.loop_inits, steps=2000)], env
             )
             setup, per_init = (float(x) for x in out.split())
             loop.append({"process_seconds": seconds, "setup_seconds": setup,
@@ -215,11 +138,10 @@ def main() -> None:
             "gd_cold_over_torch_loop": median["gd_cold"] / loop_1024,
             "gd_warm_over_torch_loop": median["gd_warm"] / loop_1024,
         },
-        "machine": machine(),
+        "machine": bench.machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    bench.write_record(record, args.out)
     print(json.dumps({"median_seconds": median, "ratios": record["ratios"]}, indent=2))
 
 

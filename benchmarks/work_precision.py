@@ -44,6 +44,7 @@ import jax  # noqa: E402
 import jax.flatten_util  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import torch_peers  # noqa: E402 -- benchmarks/, beside this script
 
 from gflow import bench, distributed, simulation  # noqa: E402
 
@@ -74,9 +75,10 @@ def config(
 def write_start(inits: int, precision: str, path: Path) -> Path:
     """The seed's initial values drawn in ``precision``, saved for every contender and the
     float64 reference (a seed draws other numbers in float32 than in float64)."""
-    _, params = simulation.prepare(simulation.as_config(config(inits, 1.0, "tsit5", 1e-6,
-                                                               precision=precision)))  # fmt: skip
-    np.savez(path, **{name: np.asarray(value) for name, value in params.items()})
+    cfg = config(inits, 1.0, "tsit5", 1e-6, precision=precision)
+    model, params = simulation.prepare(simulation.as_config(cfg))
+    public = model.public_params(params)  # the layout init.from files hold: H (N, d)
+    np.savez(path, **{name: np.asarray(value) for name, value in public.items()})
     return path
 
 
@@ -110,13 +112,15 @@ def gflow_row(cfg: dict, reference: np.ndarray, label: str) -> dict:
 
 
 def flat_problem(inits: int, precision: str = "float64", start: Path | None = None):
-    """(y0 (B, P), vector field on (B, P), gradient of one init, unflatten, P)."""
+    """(y0 (B, P), vector field on (B, P), gradient of one init, unflatten, P); the flat state
+    in the public layout (H (N, d) rows, as the results' H and the torch fields)."""
     cfg = simulation.as_config(config(inits, 1.0, "tsit5", 1e-6, precision=precision,
                                       start=start))  # fmt: skip
     model, params = simulation.prepare(cfg)
+    params = model.public_params(params)
     flat, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda x: x[0], params))
     y0 = jax.vmap(lambda p: jax.flatten_util.ravel_pytree(p)[0])(params)
-    grad = jax.grad(lambda y: model.loss(unravel(y)))
+    grad = jax.grad(lambda y: model.loss(model.stored_params(unravel(y))))
     return y0, jax.vmap(lambda y: -grad(y)), grad, unravel, flat.size
 
 
@@ -199,24 +203,9 @@ def torch_rows(
 
     y0_jax, _, grad, _, _ = flat_problem(inits, precision, start)
     torch.set_default_dtype(getattr(torch, precision))
-    K, D, PER = 10, 32, 20
-    N, lam = K * PER, 5e-3
-    labels = torch.arange(K, device=device).repeat_interleave(PER)
     y0 = torch.tensor(np.asarray(y0_jax), device=device)
     counter = {"calls": 0}
-
-    def field(t, y):  # y (B, P) laid out as gflow's ravel of {"H", "W", "b"} (sorted keys)
-        counter["calls"] += 1
-        with torch.enable_grad():
-            y = y.detach().requires_grad_()
-            H = y[:, : N * D].reshape(-1, N, D)
-            W = y[:, N * D : N * D + K * D].reshape(-1, K, D)
-            b = y[:, N * D + K * D :].reshape(-1, 1, K)
-            logits = torch.bmm(H, W.transpose(1, 2)) + b
-            fit = torch.nn.functional.cross_entropy(logits.reshape(-1, K), labels.repeat(len(y)))
-            loss = fit * len(y) + lam / 2 * (y**2).sum()
-            (g,) = torch.autograd.grad(loss, y)
-        return -g
+    field = torch_peers.ufm_ce_field(device, counter)  # on gflow's public layout, raveled
 
     # the same vector field as gflow's, checked once
     check = field(0.0, y0[:1]).cpu().numpy()[0]

@@ -32,6 +32,23 @@ def reference_config(inits: int, steps: int = 2000, precision: str = "float32") 
     }  # fmt: skip
 
 
+def config_toml(cfg: dict, out: str | None = None) -> str:
+    """A config mapping (:func:`reference_config`) as the TOML text of a ``gflow run`` file.
+
+    Args:
+        cfg: the config mapping.
+        out: ``run.out``, the results folder (None: the config's own).
+
+    Returns:
+        The TOML (:func:`gflow.config.dumps`), every field written out.
+    """
+    from gflow import config
+
+    if out is not None:
+        cfg = {**cfg, "run": {**cfg.get("run", {}), "out": out}}
+    return config.dumps(config.from_dict(cfg))
+
+
 def step_flops(cfg: dict) -> float:
     """Multiply-adds of one UFM GD step, times 2: the three (N, d, K) products."""
     m = cfg["model"]
