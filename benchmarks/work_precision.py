@@ -77,8 +77,7 @@ def write_start(inits: int, precision: str, path: Path) -> Path:
     float64 reference (a seed draws other numbers in float32 than in float64)."""
     cfg = config(inits, 1.0, "tsit5", 1e-6, precision=precision)
     model, params = simulation.prepare(simulation.as_config(cfg))
-    public = model.public_params(params)  # the layout init.from files hold: H (N, d)
-    np.savez(path, **{name: np.asarray(value) for name, value in public.items()})
+    np.savez(path, **{name: np.asarray(value) for name, value in params.items()})
     return path
 
 
@@ -113,14 +112,13 @@ def gflow_row(cfg: dict, reference: np.ndarray, label: str) -> dict:
 
 def flat_problem(inits: int, precision: str = "float64", start: Path | None = None):
     """(y0 (B, P), vector field on (B, P), gradient of one init, unflatten, P); the flat state
-    in the public layout (H (N, d) rows, as the results' H and the torch fields)."""
+    with H as (N, d) rows, as the results' H and the torch fields."""
     cfg = simulation.as_config(config(inits, 1.0, "tsit5", 1e-6, precision=precision,
                                       start=start))  # fmt: skip
     model, params = simulation.prepare(cfg)
-    params = model.public_params(params)
     flat, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda x: x[0], params))
     y0 = jax.vmap(lambda p: jax.flatten_util.ravel_pytree(p)[0])(params)
-    grad = jax.grad(lambda y: model.loss(model.stored_params(unravel(y))))
+    grad = jax.grad(lambda y: model.loss(unravel(y)))
     return y0, jax.vmap(lambda y: -grad(y)), grad, unravel, flat.size
 
 

@@ -236,7 +236,7 @@ def _initial_variables(initial, model: Model) -> dict:
         "b": ((model.num_classes,), ("class",)),
     }
     out = {}
-    for name, leaf in named_leaves(model.public_params(initial)).items():
+    for name, leaf in named_leaves(initial).items():
         values = np.asarray(leaf)
         var = "initial_" + name.replace("/", "_")
         shape = values.shape[1:]

@@ -104,7 +104,7 @@ def parameter_layout(model: Model) -> dict[str, tuple[int, ...]]:
         ``{name: shape}``: the keys of the parameter pytree joined by "/" (``W``, ``H``, ``b``;
         ``H1``, ``W1``, ``W2``; ``linear/0``, ...), each with its shape for one init.
     """
-    shapes = jax.eval_shape(lambda key: model.public_params(model.init(key)), jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     return {name: tuple(leaf.shape) for name, leaf in named_leaves(shapes).items()}
 
 
@@ -145,9 +145,7 @@ def load_initial_params(path: str | Path, model: Model, count: int, dtype):
         dtype: the dtype of the returned arrays.
 
     Returns:
-        The parameter pytree of ``model`` in the layout its ``init`` draws
-        (:meth:`~gflow.models.base.Model.stored_params`), each leaf with a leading init axis of
-        ``count``.
+        The parameter pytree of ``model``, each leaf with a leading init axis of ``count``.
 
     Raises:
         ConfigError: the file is unreadable, lacks a name, or holds a wrong shape or
@@ -175,7 +173,7 @@ def load_initial_params(path: str | Path, model: Model, count: int, dtype):
             raise ConfigError(f"init.from: array {name} holds non-finite values")
         leaves.append(jnp.asarray(a, dtype))
     treedef = jax.tree.structure(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
-    return model.stored_params(jax.tree.unflatten(treedef, leaves))
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def build_model(cfg: Config, check: bool = True) -> Model:

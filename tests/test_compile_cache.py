@@ -104,9 +104,7 @@ def test_stacked_hyperparameters_vmap_like_inits():
     params = []
     for opt in optima:
         W = np.sqrt(opt.rho / K) * theory.simplex_etf(K, d)
-        params.append(
-            many[0].stored_params({"W": jnp.asarray(W), "H": jnp.asarray(opt.c * W[labels])})
-        )
+        params.append({"W": jnp.asarray(W), "H": jnp.asarray(opt.c * W[labels])})
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *params)
     hyper = models.stack_hyperparameters(many)
     data = models.split_hyperparameters(many[0])[1]

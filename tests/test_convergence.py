@@ -35,7 +35,7 @@ def _check_collapsed(traj, model, K, n, wd_W, wd_H, b_mean_expected=None):
     opt = theory.ufm_ce_optimum(K, n, wd_W, wd_H)
     assert opt.collapsed
     assert np.all(np.asarray(traj.status) == 0)
-    final = model.public_params(traj.final)
+    final = traj.final
     W, H, b = (np.asarray(final[k]) if k in final else None for k in ("W", "H", "b"))
     obs = {k: np.asarray(v)[:, -1] for k, v in traj.observed.items()}
     np.testing.assert_allclose(obs["W_norm_sq"], opt.rho, rtol=1e-6)

@@ -32,11 +32,10 @@ TIGHT = dict(rtol=1e-12, atol=1e-12, max_steps=200_000)
 
 @jax.jit
 def solve(model, params0, times):
-    """The flow of ``model`` from ``params0``, the full state saved at ``times``, both in the
-    public layout (H (N, d)); traced: one compilation per model structure serves every
-    hyperparameter and start."""
-    observe = lambda p: {"loss": model.loss(p), "state": model.public_params(p)}  # noqa: E731
-    traj = gradient_flow(model.loss, model.stored_params(params0), times, observe, **TIGHT)
+    """The flow of ``model`` from ``params0``, the full state saved at ``times`` (traced: one
+    compilation per model structure serves every hyperparameter and start)."""
+    observe = lambda p: {"loss": model.loss(p), "state": p}  # noqa: E731
+    traj = gradient_flow(model.loss, params0, times, observe, **TIGHT)
     return traj.observed["state"], traj.status
 
 
@@ -96,7 +95,7 @@ def test_mse_spectral_init_follows_logistic_modes(counts, wd, expected_u20):
 )
 def test_balancedness_decays_like_exp_minus_2_wd_t(make):
     model, wd = make(), 5e-3
-    params0 = model.public_params(jax.tree.map(lambda x: 2 * x, model.init(jax.random.PRNGKey(3))))
+    params0 = jax.tree.map(lambda x: 2 * x, model.init(jax.random.PRNGKey(3)))
     times = np.linspace(0.0, 200.0, 11)
     states, status = solve(model, params0, jnp.asarray(times))
     assert int(status) == 0

@@ -27,7 +27,7 @@ def test_fixed_etf_reaches_the_restricted_optimum(K, d, norm):
     )
     np.testing.assert_allclose(np.asarray(traj.observed["loss"])[:, -1], opt.loss, rtol=1e-10)
     np.testing.assert_allclose(np.asarray(traj.observed["W_norm_sq"]), K * norm**2)  # frozen
-    for H in np.asarray(model.public_params(traj.final)["H"]):
+    for H in np.asarray(traj.final["H"]):
         np.testing.assert_allclose(H, opt.t * W[model.labels], atol=1e-7)
     assert np.max(np.asarray(traj.observed["nc1"])[:, -1]) < 1e-12
     assert np.max(np.asarray(traj.observed["nc3"])[:, -1]) < 1e-8

@@ -124,9 +124,9 @@ def test_losses_are_the_textbook_formulas():
     """The models' data terms against -sum_j q_j log p_j and -(1 - p_y)^gamma log p_y; at
     alpha = 0 and gamma = 0 both are the UFM-CE loss."""
     K, d, n = 4, 6, 3
-    ce_model = ufm_ce(K, d, n, dtype=jnp.float64)
-    params = jax.tree.map(lambda x: 20 * x, ce_model.init(jax.random.PRNGKey(0)))
-    W, H, b = (np.asarray(ce_model.public_params(params)[k]) for k in "WHb")
+    params = jax.tree.map(lambda x: 20 * x, ufm_ce(K, d, n, dtype=jnp.float64).init(
+        jax.random.PRNGKey(0)))  # fmt: skip
+    W, H, b = (np.asarray(params[k]) for k in "WHb")
     labels = np.repeat(np.arange(K), n)
     logp = log_softmax(H @ W.T + b, axis=1)
     decay = 0.5 * 5e-3 * (np.sum(W**2) + np.sum(H**2) + np.sum(b**2))
@@ -153,7 +153,7 @@ def _full_problem(K, d, n):
 
     def unflatten(x):
         W, H = x[: K * d].reshape(K, d), x[K * d : K * d + K * n * d].reshape(K * n, d)
-        return {"W": W, "H": H.T, "b": x[K * d + K * n * d :]}  # H stored (d, N)
+        return {"W": W, "H": H, "b": x[K * d + K * n * d :]}
 
     return jax.jit(lambda model, x: jax.value_and_grad(lambda x: model.loss(unflatten(x)))(x))
 
@@ -175,7 +175,7 @@ def test_reduction_is_the_minimum_of_the_full_problem(kind, hyper):
     etf = theory.simplex_etf(K, d)
     W = math.sqrt(opt.W_norm_sq / K) * etf
     H = math.sqrt(opt.H_norm_sq / (K * n)) * np.repeat(etf, n, axis=0)
-    at_etf = model.stored_params({"W": jnp.asarray(W), "H": jnp.asarray(H), "b": jnp.zeros(K)})
+    at_etf = {"W": jnp.asarray(W), "H": jnp.asarray(H), "b": jnp.zeros(K)}
     assert float(model.loss(at_etf)) == pytest.approx(opt.loss, rel=1e-13)
     F = _full_problem(K, d, n)
     rng = np.random.default_rng(1)

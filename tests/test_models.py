@@ -21,8 +21,7 @@ def numpy_ce(W, H, b, labels):
 def test_ufm_ce_loss_is_the_formula(bias):
     model = ufm_ce(3, 4, (2, 3, 4), wd_W=0.1, wd_H=0.2, wd_b=0.3, bias=bias, dtype=jnp.float64)
     params = model.init(jax.random.PRNGKey(3))
-    public = model.public_params(params)
-    W, H = np.asarray(public["W"]), np.asarray(public["H"])
+    W, H = np.asarray(params["W"]), np.asarray(params["H"])
     b = np.asarray(params["b"]) if bias else np.zeros(3)
     labels = class_labels((2, 3, 4))
     expected = numpy_ce(W, H, b, labels) + 0.05 * (W**2).sum() + 0.1 * (H**2).sum()
@@ -38,8 +37,7 @@ def test_ulpm_is_plain_cross_entropy():
     model = ulpm(4, 3, 2, dtype=jnp.float64)
     params = model.init(jax.random.PRNGKey(0))
     assert set(params) == {"W", "H"}
-    public = model.public_params(params)
-    W, H = np.asarray(public["W"]), np.asarray(public["H"])
+    W, H = np.asarray(params["W"]), np.asarray(params["H"])
     expected = numpy_ce(W, H, np.zeros(4), class_labels((2,) * 4))
     assert float(model.loss(params)) == pytest.approx(expected, rel=1e-13)
 
@@ -48,28 +46,10 @@ def test_init_scale_seed_and_dtype():
     model = ufm_ce(10, 32, 20, init_scale=0.1, dtype=jnp.float32)
     a, b = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(0))
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert a["H"].shape == (32, 200) and a["W"].shape == (10, 32) and a["b"].shape == (10,)
+    assert a["H"].shape == (200, 32) and a["W"].shape == (10, 32) and a["b"].shape == (10,)
     assert a["H"].dtype == jnp.float32
     assert np.std(np.asarray(a["H"])) == pytest.approx(0.1, rel=0.05)
     assert model.counts == (20,) * 10 and model.num_classes == 10
-
-
-def test_ufm_stores_H_as_columns_and_reads_out_rows():
-    """H is stored (d, N) for the hot path; readout and the public layout give (N, d), the
-    same values as a draw in the public layout, and the conversion is its own inverse."""
-    model = ufm_ce(3, 4, (2, 3, 4), dtype=jnp.float64)
-    params = model.init(jax.random.PRNGKey(5))
-    public = model.public_params(params)
-    assert params["H"].shape == (4, 9) and public["H"].shape == (9, 4)
-    _, kh, _ = jax.random.split(jax.random.PRNGKey(5), 3)
-    rows = model.init_scale * jax.random.normal(kh, (9, 4), jnp.float64)
-    np.testing.assert_array_equal(public["H"], rows)
-    np.testing.assert_array_equal(model.readout(params).H, rows)
-    np.testing.assert_array_equal(public["W"], params["W"])
-    back = model.stored_params(public)
-    assert all(np.array_equal(back[k], params[k]) for k in params)
-    batched = jax.vmap(model.init)(jax.random.split(jax.random.PRNGKey(1), 2))
-    assert model.public_params(batched)["H"].shape == (2, 9, 4)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -90,7 +90,7 @@ def test_saddle_where_two_classes_share_a_direction():
     def expand(r):  # r: shared row/features for classes 0 and 1, own ones for class 2
         W = jnp.stack([r["w01"], r["w01"], r["w2"]])
         H = jnp.concatenate([r["h01"], r["h01"], r["h2"]])
-        return model.stored_params({"W": W, "H": H})
+        return {"W": W, "H": H}
 
     key = jax.random.split(jax.random.PRNGKey(3), 4)
     r0 = {

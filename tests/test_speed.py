@@ -138,6 +138,8 @@ def test_benchmark_scripts_smoke_run(tmp_path, monkeypatch):
     """Tiny sizes, no PyTorch peers, in this process: each script runs, writes its JSON and
     figure."""
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # `python benchmarks/x.py` puts the script's folder on sys.path; runpy does not.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     runs = {
         "gd_throughput.py": ["--no-torch", "--inits", "2", "--steps", "3", "--process-inits", "0"],
         "scaling.py": ["--largest", "1", "--steps", "3"],

@@ -53,9 +53,7 @@ def test_closed_form_point_is_stationary_with_the_stated_loss(K, n, wd_W, wd_H):
     opt = theory.ufm_ce_optimum(K, n, wd_W, wd_H)
     model = ufm_ce(K, K + 1, n, wd_W=wd_W, wd_H=wd_H, wd_b=1e-3, dtype=jnp.float64)
     W = math.sqrt(opt.rho / K) * theory.simplex_etf(K, K + 1)
-    params = model.stored_params(
-        {"W": jnp.asarray(W), "H": jnp.asarray(opt.c * W[model.labels]), "b": jnp.zeros(K)}
-    )
+    params = {"W": jnp.asarray(W), "H": jnp.asarray(opt.c * W[model.labels]), "b": jnp.zeros(K)}
     np.testing.assert_allclose(W @ W.T, opt.W_gram, atol=1e-12)
     assert float(model.loss(params)) == pytest.approx(opt.loss, rel=1e-13)
     grads = jax.grad(model.loss)(params)

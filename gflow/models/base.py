@@ -18,12 +18,6 @@ e.g. a data set's inputs). Its methods are pure functions:
 - ``drift(params) -> params`` (optional): the model's own vector field, for dynamics that are
   not a gradient flow (the locally elastic LE-ODE/LE-SDE); absent, the field is -grad loss.
 
-A model may store a parameter in the layout its hot path wants rather than the public one: the
-names in ``transposed`` hold matrices whose last two axes are swapped (UFM keeps H as (d, N),
-so that the logits W H and the products of the gradient need no transpose). ``readout``,
-``init.from`` files and results files use the public layout (H as (N, d));
-:meth:`Model.public_params` and :meth:`Model.stored_params` convert between the two.
-
 All of them jit, grad and vmap. Because hyperparameters are leaves, a solve compiled for one
 model serves every model of the same structure: ``jax.jit(f)(model, ...)`` traces once per
 structure, and a batch of models that differ only in hyperparameters (their scalar leaves
@@ -94,7 +88,6 @@ class Model(eqx.Module):
     observables: ClassVar[Any] = None  # a subclass may define the method
     drift: ClassVar[Any] = None  # a subclass may define the method
     weighted_loss: ClassVar[Any] = None  # a subclass whose loss is a mean over samples defines it
-    transposed: ClassVar[tuple[str, ...]] = ()  # parameters stored with their last two axes swapped
 
     def init(self, key: Array) -> Params:
         """One random initialization.
@@ -131,29 +124,6 @@ class Model(eqx.Module):
             The :class:`Readout`: W (K, d), H (N, d), b (K,), labels (N,).
         """
         raise NotImplementedError
-
-    def public_params(self, params: Params) -> Params:
-        """The parameters in their public layout (as ``init.from`` files and results name them).
-
-        Args:
-            params: a parameter pytree as ``init`` draws it, with or without leading axes.
-
-        Returns:
-            The same pytree with each leaf named in ``transposed`` swapped on its last two axes
-            (for UFM: H (d, N) -> (N, d)); the identity for most models.
-        """
-        return _swap_last_axes(params, self.transposed)
-
-    def stored_params(self, params: Params) -> Params:
-        """The inverse of :meth:`public_params`: public layout -> the layout ``init`` draws.
-
-        Args:
-            params: a parameter pytree in the public layout, with or without leading axes.
-
-        Returns:
-            The pytree the model's functions take (for UFM: H (N, d) -> (d, N)).
-        """
-        return _swap_last_axes(params, self.transposed)
 
     def saved_data(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
         """The model's data arrays that its results file carries as variables.
@@ -218,25 +188,10 @@ def named_leaves(tree) -> dict[str, Any]:
         ``{name: leaf}``, the name its keys joined by "/" (``W``, ``H``, ``b``; ``linear/0``).
     """
 
-    return {_leaf_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    def name(path) -> str:
+        return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
-
-def _swap_last_axes(tree, names: tuple[str, ...]):
-    """``tree`` with the leaves named in ``names`` (:func:`named_leaves`' names) swapped on their
-    last two axes (NumPy leaves stay NumPy)."""
-    if not names:
-        return tree
-
-    def swap(path, leaf):
-        if _leaf_name(path) not in names:
-            return leaf
-        return (np if isinstance(leaf, np.ndarray) else jnp).swapaxes(leaf, -1, -2)
-
-    return jax.tree_util.tree_map_with_path(swap, tree)
-
-
-def _leaf_name(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+    return {name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def scalars(dtype, **values: float) -> dict[str, Array]:
