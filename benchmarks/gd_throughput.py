@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "gd_throughput.json")
     args = parser.parse_args()
 
-    record = bench.run(args.inits, args.steps)
+    record = bench.run(args.inits, args.steps, bound=True)
     print(bench.format_table(record), flush=True)
     if not args.no_torch:
         import torch

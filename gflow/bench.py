@@ -73,6 +73,57 @@ def gd_throughput(cfg: dict, repeats: int = 2) -> dict[str, Any]:
     }
 
 
+def products_alone_rate(
+    inits: int, steps: int = 2000, layout: str = "rows", precision: str = "float32"
+) -> float:
+    """The bound of a UFM GD step: its three matrix products and nothing else, in init-steps/s.
+
+    Each step of the reference problem (K=10, d=32, N=200) forms the logits Z = W H (K, N),
+    then W^T Z and Z H^T (the products of the features' and the classifier's gradients) and
+    moves W and H by a negligible multiple of them (which keeps every product live), run as
+    gflow runs GD: inits in vectors of :data:`gflow.batch.GD_VECTOR_WIDTH` on each local
+    device, two steps per loop iteration. Steady state, best of 3.
+
+    Args:
+        inits: B, a multiple of the devices times the vector width.
+        steps: the steps of each init.
+        layout: "rows": H (N, d), as the UFM models store it (the products then transpose H);
+            "columns": H stored (d, N), the layout whose products need no transpose.
+        precision: "float32" or "float64".
+
+    Returns:
+        init-steps per second.
+    """
+    from gflow import batch, distributed
+
+    K, d, N = 10, 32, 200
+    dtype = jnp.dtype(precision)
+    shrink = jnp.asarray(1e-30, dtype)
+
+    def one(_, W, H):
+        def step(_, state):
+            W, H = state
+            if layout == "columns":  # H (d, N)
+                Z = W @ H
+                return W - shrink * (Z @ H.T), H - shrink * (W.T @ Z)
+            Z = W @ H.T  # H (N, d)
+            return W - shrink * (Z @ H), H - shrink * (Z.T @ W)
+
+        return jax.lax.fori_loop(0, steps, step, (W, H), unroll=2)
+
+    mesh = distributed.local_mesh()
+    solve = batch.vectorized(one, batch.GD_VECTOR_WIDTH)
+    run = jax.jit(distributed.per_device(lambda W, H: solve(None, W, H), mesh))
+    key_W, key_H = jax.random.split(jax.random.PRNGKey(0))
+    H_shape = (inits, d, N) if layout == "columns" else (inits, N, d)
+    args = distributed.shard_inits(
+        (0.1 * jax.random.normal(key_W, (inits, K, d), dtype),
+         0.1 * jax.random.normal(key_H, H_shape, dtype)),
+        mesh,
+    )  # fmt: skip
+    return inits * steps / _best_seconds(lambda: run(*args))
+
+
 def _best_seconds(fn, repeats: int = 3) -> float:
     jax.block_until_ready(fn())
     best = np.inf
@@ -117,12 +168,24 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(inits: list[int], steps: int = 2000) -> dict[str, Any]:
-    """GD throughput at each batch size plus the machine's matmul and bandwidth ceilings."""
+def run(inits: list[int], steps: int = 2000, bound: bool = False) -> dict[str, Any]:
+    """GD throughput at each batch size plus the machine's matmul and bandwidth ceilings;
+    with ``bound``, also the rate of the step's products alone (:func:`products_alone_rate`,
+    both layouts) where B fills whole vectors on every device."""
     rows = [gd_throughput(reference_config(count, steps)) for count in inits]
     peak = peak_matmul_gflops()
+    from gflow.batch import GD_VECTOR_WIDTH
+
+    vector = jax.local_device_count() * GD_VECTOR_WIDTH  # one vector of inits on every device
     for row in rows:
         row["roofline_fraction"] = row["gflops"] / peak
+        if bound and row["inits"] % vector == 0:  # the step's products alone, as gflow runs them
+            products = products_alone_rate(row["inits"], steps)
+            row["products_alone_init_steps_per_second"] = products
+            row["products_alone_columns_layout"] = products_alone_rate(
+                row["inits"], steps, "columns"
+            )
+            row["products_bound_fraction"] = row["init_steps_per_second"] / products
     return {
         "machine": machine(),
         "problem": "ufm-ce K=10 d=32 n=20 lambda=5e-3 float32, SGD lr 0.1",
@@ -164,5 +227,7 @@ def format_table(record: dict[str, Any]) -> str:
             f"{row['inits']:>7} {row['compile_seconds']:>10.2f} {row['run_seconds']:>8.3f} "
             f"{row['init_steps_per_second']:>13.3g} {row['gflops']:>8.1f} "
             f"{100 * row['roofline_fraction']:>7.1f}%"
-        )
+            + (f"  {100 * row['products_bound_fraction']:.0f}% of the products alone"
+               if "products_bound_fraction" in row else "")
+        )  # fmt: skip
     return "\n".join(lines)
