@@ -78,8 +78,9 @@ def products_alone_rate(
 ) -> float:
     """The bound of a UFM GD step: its three matrix products and nothing else, in init-steps/s.
 
-    Each step of the reference problem (K=10, d=32, N=200) forms the logits Z = W H (K, N),
-    then W^T Z and Z H^T (the products of the features' and the classifier's gradients) and
+    Each step of the reference problem (K=10, d=32, N=200) forms the logits Z (K, N), then
+    the products of the features' and the classifier's gradients with Z (with H as rows:
+    Z = W H^T, Z^T W and Z H; as columns: Z = W H, W^T Z and Z H^T) and
     moves W and H by a negligible multiple of them (which keeps every product live), run as
     gflow runs GD: inits in vectors of :data:`gflow.batch.GD_VECTOR_WIDTH` on each local
     device, two steps per loop iteration. Steady state, best of 3.
