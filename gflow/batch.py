@@ -496,8 +496,25 @@ def init_batch(model: Model, seed: int, count: int):
     Returns:
         The parameter pytree, each leaf with a leading init axis of ``count``.
     """
-    keys = jax.random.split(jax.random.PRNGKey(seed), count)
-    return jax.vmap(model.init)(keys)
+    return draw_inits(model, jax.random.split(jax.random.PRNGKey(seed), count))
+
+
+@eqx.filter_jit
+def draw_inits(model: Model, keys: jax.Array, hyper: Model | None = None):
+    """``model.init`` of every key, as one compiled program per structure (the draws of one
+    op at a time, bit for bit: see :func:`gflow.models.base.standard_normal`).
+
+    Args:
+        model: the model; with ``hyper``, its data (``split_hyperparameters``).
+        keys: one PRNG key per init, (B, 2).
+        hyper: None, or the inits' own hyperparameters, each leaf (B,).
+
+    Returns:
+        The parameter pytree, each leaf with a leading init axis B.
+    """
+    if hyper is None:
+        return jax.vmap(model.init)(keys)
+    return jax.vmap(lambda h, k: eqx.combine(h, model).init(k))(hyper, keys)
 
 
 def noise_keys(seed: int, count: int) -> jax.Array:

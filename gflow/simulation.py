@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -356,7 +355,7 @@ def block_initializer(cfg: Config, model: Model, dtype) -> Callable[[int, int], 
         full = load_initial_params(cfg.init.from_file, model, cfg.init.count, dtype)
         return lambda lo, hi: jax.tree.map(lambda x: x[lo:hi], full)
     keys = jax.random.split(jax.random.PRNGKey(cfg.init.seed), cfg.init.count)
-    return lambda lo, hi: jax.vmap(model.init)(keys[lo:hi])
+    return lambda lo, hi: batch.draw_inits(model, keys[lo:hi])
 
 
 # Compiled batch solves of this process, by what changes the program (``program`` in
@@ -836,7 +835,7 @@ class _InputCache:
         hyper = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]),
                              *(built[i][1] for i in drawn))  # fmt: skip
         data = built[drawn[0]][0]
-        params = jax.vmap(lambda h, k: eqx.combine(h, data).init(k))(hyper, keys)
+        params = batch.draw_inits(data, keys, hyper)
         params = jax.tree.map(np.asarray, params)
         offset = 0
         for i in drawn:

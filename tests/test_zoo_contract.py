@@ -1,11 +1,12 @@
 """Every model name runs through the one pipeline (config -> results.nc) and meets the results
 contract, its own observables included, with dims (init, time)."""
 
+import jax
 import numpy as np
 import pytest
 import xarray as xr
 
-from gflow import simulation
+from gflow import batch, simulation
 from gflow.config import MODEL_NAMES
 
 TINY = {
@@ -68,3 +69,22 @@ def test_model_runs_through_the_pipeline(name, tmp_path):
     assert ds.sizes["class"] == TINY[name].get("classes", TINY[name].get("targets"))
     # a small GD step lowers every loss; the LE drift (alpha > beta) raises every margin
     assert np.all(np.diff(ds.loss.values, axis=1) < 0)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(TINY))
+def test_compiled_draws_are_the_op_by_op_draws(name, precision):
+    """The inits drawn as one compiled program (batch.draw_inits, with per-init scales too)
+    have the bits of model.init run one op at a time, as gflow drew them before 0.2.2."""
+    cfg = simulation.as_config(
+        {"model": {"name": name, **TINY[name]}, "init": {"scale": 0.7},
+         "run": {"precision": precision}}  # fmt: skip
+    )
+    model = simulation.build_model(cfg)
+    keys = jax.random.split(jax.random.PRNGKey(3), 5)
+    eager = jax.vmap(model.init)(keys)
+    data, hyper = batch.broadcast_hyperparameters(model, 5)
+    for compiled in (batch.draw_inits(model, keys), batch.draw_inits(data, keys, hyper)):
+        for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(compiled), strict=True):
+            assert a.dtype == b.dtype == np.dtype(precision)
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -194,6 +194,24 @@ def named_leaves(tree) -> dict[str, Any]:
     return {name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def standard_normal(key, shape: tuple[int, ...], dtype) -> Array:
+    """``jax.random.normal(key, shape, dtype)``, fenced off from the ops that follow it.
+
+    Inits draw with it so that their values do not depend on how they are run: jitted, XLA
+    would fuse ``scale * normal`` and fold the normal's own constant into the scale (other
+    bits); behind an optimization barrier the compiled draw gives the bits of the op-by-op one.
+
+    Args:
+        key: a PRNG key.
+        shape: the shape.
+        dtype: the dtype.
+
+    Returns:
+        Standard normal draws, ``shape``.
+    """
+    return jax.lax.optimization_barrier(jax.random.normal(key, shape, dtype))
+
+
 def scalars(dtype, **values: float) -> dict[str, Array]:
     """Hyperparameters as 0-d arrays (leaves of the model, never constants of a compiled
     program): ``Model(..., **scalars(dtype, wd_W=5e-3, init_scale=0.1))``.

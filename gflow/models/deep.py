@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from gflow import linalg, metrics, theory
-from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars
+from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars, standard_normal
 from gflow.models.networks import _linear_chain_observables
 from gflow.models.options import (
     CLASSES,
@@ -84,9 +84,9 @@ class DeepUFM(Model):
         kh, *kw = jax.random.split(key, L + 1)
         shapes = [(d, d)] * (L - 1) + [(K, d)]
         return {
-            "H": self.init_scale * jax.random.normal(kh, (self.num_samples, d), self.dtype),
+            "H": self.init_scale * standard_normal(kh, (self.num_samples, d), self.dtype),
             "W": [
-                self.init_scale / math.sqrt(d) * jax.random.normal(k, shape, self.dtype)
+                self.init_scale / math.sqrt(d) * standard_normal(k, shape, self.dtype)
                 for k, shape in zip(kw, shapes, strict=True)
             ],
         }

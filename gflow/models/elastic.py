@@ -37,12 +37,11 @@ from __future__ import annotations
 import functools
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
 from gflow import theory
-from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars
+from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars, standard_normal
 from gflow.models.options import CLASSES, NO_BIAS, PER_CLASS, ModelSpec, Option
 
 
@@ -111,7 +110,7 @@ class LocallyElastic(Model):
     def init(self, key):
         """``{"X": (N, K)}``, X_{c,i} = init_margin * u_c + init_scale * N(0, I)."""
         labels = jnp.asarray(self.labels)
-        noise = jax.random.normal(key, (self.num_samples, self.num_classes), self.dtype)
+        noise = standard_normal(key, (self.num_samples, self.num_classes), self.dtype)
         directions = margin_directions(self.num_classes, self.dtype)
         return {"X": self.init_margin * directions[labels] + self.init_scale * noise}
 

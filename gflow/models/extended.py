@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from gflow import metrics
-from gflow.models.base import Model, Readout, counts_of, scalars
+from gflow.models.base import Model, Readout, counts_of, scalars, standard_normal
 from gflow.models.options import (
     CLASSES,
     DIM,
@@ -63,7 +63,7 @@ class ExtendedUFM(Model):
             "W2": (self.num_classes, self.hidden),
         }
         return {
-            name: self.init_scale * jax.random.normal(k, shape, self.dtype)
+            name: self.init_scale * standard_normal(k, shape, self.dtype)
             for k, (name, shape) in zip((kh, k1, k2), shapes.items(), strict=True)
         }
 

@@ -26,7 +26,7 @@ import numpy as np
 from jaxtyping import Array
 
 from gflow import linalg
-from gflow.models.base import Model, Readout, counts_of, scalars
+from gflow.models.base import Model, Readout, counts_of, scalars, standard_normal
 from gflow.models.options import (
     CLASSES,
     DIM,
@@ -140,7 +140,7 @@ class LinearHead(Model):
         keys = jax.random.split(key, depth + 1)
         params = self.first_params(keys[0])
         params["linear"] = [
-            self.init_scale / math.sqrt(shape[1]) * jax.random.normal(k, shape, self.dtype)
+            self.init_scale / math.sqrt(shape[1]) * standard_normal(k, shape, self.dtype)
             for k, shape in zip(keys[1:], shapes, strict=True)
         ]
         return params
@@ -189,7 +189,7 @@ class DeepLinear(LinearHead):
     def first_params(self, key):
         """``{"H": (N, width)}``, entries init_scale N(0, 1)."""
         shape = (self.num_samples, self.width)
-        return {"H": self.init_scale * jax.random.normal(key, shape, self.dtype)}
+        return {"H": self.init_scale * standard_normal(key, shape, self.dtype)}
 
     def extra_penalty(self, params):
         """lam_H/2 ||H||^2."""
@@ -213,7 +213,7 @@ class WideNet(LinearHead):
         """``{"W0": (width, p), "b0": (width,)}``: W_0 entries init_scale sqrt(2/p) N(0, 1),
         b_0 = 0."""
         scale = self.init_scale * math.sqrt(2.0 / self.X.shape[1])
-        W0 = scale * jax.random.normal(key, (self.width, self.X.shape[1]), self.dtype)
+        W0 = scale * standard_normal(key, (self.width, self.X.shape[1]), self.dtype)
         return {"W0": W0, "b0": jnp.zeros((self.width,), self.dtype)}
 
     def extra_penalty(self, params):

@@ -52,7 +52,7 @@ import numpy as np
 from jaxtyping import Array
 
 from gflow import linalg, theory
-from gflow.models.base import Model, Readout, scalars
+from gflow.models.base import Model, Readout, scalars, standard_normal
 from gflow.models.options import (
     DIM,
     MINIBATCH_KINDS,
@@ -153,9 +153,9 @@ class RegressionUFM(Model):
         kh, kw, kb = jax.random.split(key, 3)
         N, m, d, dtype = self.num_samples, self.num_classes, self.feature_dim, self.dtype
         return {
-            "H": self.init_scale * jax.random.normal(kh, (N, d), dtype),
-            "W": self.init_scale * jax.random.normal(kw, (m, d), dtype),
-            "b": self.init_scale * jax.random.normal(kb, (m,), dtype),
+            "H": self.init_scale * standard_normal(kh, (N, d), dtype),
+            "W": self.init_scale * standard_normal(kw, (m, d), dtype),
+            "b": self.init_scale * standard_normal(kb, (m,), dtype),
         }
 
     def readout(self, params):

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from gflow import theory
-from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars
+from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars, standard_normal
 from gflow.models.options import (
     CLASSES,
     DIM,
@@ -46,16 +46,19 @@ from gflow.models.options import (
 )  # fmt: skip
 
 
-def unit_rows(X: Array) -> Array:
+def unit_rows(X: Array, fenced: bool = False) -> Array:
     """The rows of X scaled to unit Euclidean norm (a zero row gives NaN).
 
     Args:
         X: the rows, (n, d).
+        fenced: the norms behind an optimization barrier, so that XLA does not turn
+            X / sqrt(s) into X * rsqrt(s): the bits of the op-by-op division (for inits).
 
     Returns:
         X_i / ||X_i||, (n, d).
     """
-    return X / jnp.linalg.norm(X, axis=-1, keepdims=True)
+    norms = jnp.linalg.norm(X, axis=-1, keepdims=True)
+    return X / (jax.lax.optimization_barrier(norms) if fenced else norms)
 
 
 class SphereUFM(Model):
@@ -86,8 +89,8 @@ class SphereUFM(Model):
         K, N, d = self.num_classes, self.num_samples, self.feature_dim
         radius = self.init_scale * jnp.sqrt(jnp.asarray(d, self.dtype))
         return {
-            "W": radius * unit_rows(jax.random.normal(kw, (K, d), self.dtype)),
-            "H": radius * unit_rows(jax.random.normal(kh, (N, d), self.dtype)),
+            "W": radius * unit_rows(standard_normal(kw, (K, d), self.dtype), fenced=True),
+            "H": radius * unit_rows(standard_normal(kh, (N, d), self.dtype), fenced=True),
         }
 
     def readout(self, params):

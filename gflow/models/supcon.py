@@ -32,7 +32,7 @@ import numpy as np
 from jaxtyping import Array
 
 from gflow import metrics, theory
-from gflow.models.base import Model, Readout, counts_of, scalars
+from gflow.models.base import Model, Readout, counts_of, scalars, standard_normal
 from gflow.models.options import (
     CLASSES,
     DIM,
@@ -71,9 +71,10 @@ class SupConUFM(Model):
     def init(self, key):
         """``{"V": (N, d)}``, rows uniform on the sphere of radius init_scale sqrt(d)."""
         N, d = self.num_samples, self.feature_dim
-        V = jax.random.normal(key, (N, d), self.dtype)
+        V = standard_normal(key, (N, d), self.dtype)
         radius = self.init_scale * jnp.sqrt(jnp.asarray(d, self.dtype))
-        return {"V": radius * V / jnp.linalg.norm(V, axis=1, keepdims=True)}
+        norms = jax.lax.optimization_barrier(jnp.linalg.norm(V, axis=1, keepdims=True))
+        return {"V": radius * V / norms}  # (fenced: the bits of the op-by-op division)
 
     def features(self, params) -> Array:
         """The features h_i = rho u_i/||u_i||, u = V (signed) or V**2 (non-negative).

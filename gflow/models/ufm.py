@@ -21,7 +21,15 @@ import optax
 from jaxtyping import Array
 
 from gflow import theory
-from gflow.models.base import Model, Readout, counts_of, cross_entropy, scalars, unit_weights
+from gflow.models.base import (
+    Model,
+    Readout,
+    counts_of,
+    cross_entropy,
+    scalars,
+    standard_normal,
+    unit_weights,
+)
 from gflow.models.options import (
     CLASSES,
     DIM,
@@ -100,11 +108,11 @@ class UFM(Model):
     def init(self, key):
         K, d, dtype = self.num_classes, self.feature_dim, self.dtype
         kw, kh, kb = jax.random.split(key, 3)
-        params = {"H": self.init_scale * jax.random.normal(kh, (self.num_samples, d), dtype)}
+        params = {"H": self.init_scale * standard_normal(kh, (self.num_samples, d), dtype)}
         if self.learns_W:
-            params["W"] = self.init_scale * jax.random.normal(kw, (K, d), dtype)
+            params["W"] = self.init_scale * standard_normal(kw, (K, d), dtype)
         if self.has_bias:
-            params["b"] = self.init_scale * jax.random.normal(kb, (K,), dtype)
+            params["b"] = self.init_scale * standard_normal(kb, (K,), dtype)
         return params
 
     def readout(self, params):
