@@ -77,8 +77,11 @@ def test_compiled_draws_are_the_op_by_op_draws(name, precision):
     """The inits drawn as one compiled program (batch.draw_inits, with per-init scales too)
     have the bits of model.init run one op at a time, as gflow drew them before 0.2.2."""
     cfg = simulation.as_config(
-        {"model": {"name": name, **TINY[name]}, "init": {"scale": 0.7},
-         "run": {"precision": precision}}  # fmt: skip
+        {
+            "model": {"name": name, **TINY[name]},
+            "init": {"scale": 0.7},
+            "run": {"precision": precision},
+        }  # fmt: skip
     )
     model = simulation.build_model(cfg)
     keys = jax.random.split(jax.random.PRNGKey(3), 5)
