@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.config, args.out, not args.quiet, args.overwrite, tuple(args.overrides)
             )
             table = sweep.open_index(index.parent).load()
-            print(table)
-            print(f"index: {index}")
+            print(sweep.summary(table))
+            print(f"index: {index} (all points: gflow.sweep.open_sweep({str(index.parent)!r}))")
             if not (table.ok_fraction > 0).any():
                 print(f"gflow: every init of every point failed; see {index}", file=sys.stderr)
                 return EVERY_INIT_FAILED

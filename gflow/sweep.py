@@ -453,6 +453,70 @@ def load_point(folder: str | Path, **coords) -> xr.Dataset:
     return results.load(Path(folder) / relative / "results.nc")
 
 
+# the rows of summary(): (label, index variable, closed form to subtract or divide by)
+_SUMMARY_ROWS = (
+    ("loss - closed form", "loss", "theory_loss"),
+    ("NC1", "nc1", None),
+    ("NC2", "nc2", None),
+    ("NC3", "nc3", None),
+    ("NC4", "nc4", None),
+    ("||W||^2 / closed form - 1", "W_norm_sq", "theory_W_norm_sq"),
+)
+# a point counts as collapsed when its median final NC1-NC3 are below this (as in results)
+_COLLAPSED_BELOW = 1e-3
+
+
+def summary(index: xr.Dataset, points: int = 16) -> str:
+    """A text report of a sweep's index: its grid, the points done and ok, and across the
+    points the min, median and max of each point's median final metrics (against the closed
+    form where the model has one); with at most ``points`` points, a row per point too.
+
+    Args:
+        index: the sweep's index (:func:`open_index`).
+        points: the most points listed one by one.
+
+    Returns:
+        The report, lines of text.
+    """
+    index = index.load()
+    dims = list(index.path.dims)
+    total, done = index.path.size, int(index.done.sum())
+    whole = int(((index.ok_fraction == 1) & index.done).sum())
+    grid = " x ".join(f"{d} ({index.sizes[d]})" for d in dims)
+    lines = [f"sweep: {total} points over {grid}; {done} done, {whole} with every init ok"]
+    values = {}
+    for label, var, theory in _SUMMARY_ROWS:
+        if var not in index:
+            continue
+        v = index[var].where(index.done)
+        if theory == "theory_loss" and theory in index:
+            v = v - index[theory]
+        elif theory is not None and theory in index:
+            v = v / index[theory] - 1
+        elif theory is not None:
+            continue
+        if np.isfinite(v.values).any():
+            values[label] = v
+    if values:
+        head = f"{'point medians, final':<27} {'min':>11} {'median':>11} {'max':>11}"
+        lines += ["", head, "-" * len(head)]
+        for label, v in values.items():
+            lo, med, hi = (np.nanquantile(v.values, q) for q in (0, 0.5, 1))
+            lines.append(f"{label:<27} {lo:>11.4g} {med:>11.4g} {hi:>11.4g}")
+    if "theory_collapsed" in index and np.isfinite(index.theory_collapsed.values).any():
+        nc = [index[v] for v in ("nc1", "nc2", "nc3") if v in index]
+        collapsed = np.logical_and.reduce([(x < _COLLAPSED_BELOW).values for x in nc])
+        predicted = (index.theory_collapsed == 1).values & index.done.values
+        agree = int((collapsed == predicted)[index.done.values].sum())
+        lines += ["", f"collapsed (median NC1-3 < {_COLLAPSED_BELOW:g}) where the closed form "
+                      f"says so: {agree} of {done} points agree"]  # fmt: skip
+    if 0 < done <= points:
+        cols = [c for c in ("ok_fraction", "loss", "nc1", "nc3", "W_norm_sq") if c in index]
+        frame = index[cols].where(index.done).to_dataframe()[cols].dropna(how="all")
+        lines += ["", frame.to_string(float_format=lambda x: f"{x:.4g}")]
+    return "\n".join(lines)
+
+
 def open_sweep(folder: str | Path) -> xr.Dataset:
     """The whole sweep as one Dataset: every finished point's results with the swept fields as
     dimensions (before ``init``, ``time``, ...), NaN where a point is not done or where points

@@ -118,3 +118,36 @@ def test_an_output_folder_of_another_sweep_is_refused(tmp_path):
                           timeout=120)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.startswith(f"gflow: error: run.out: {tmp_path} holds a sweep of a different")
+
+
+def test_summary_counts_points_and_judges_collapse_against_the_closed_form():
+    """gflow sweep's report: the grid, points done and wholly ok, the spread of the points'
+    final metrics against the closed form, and where collapse agrees with the prediction."""
+    import xarray as xr
+
+    values = np.geomspace(1e-4, 0.5, 3)
+    dims, shape = ("wd_W", "wd_H"), (3, 3)
+    nc = np.where(np.eye(3, dtype=bool), 1e-7, 0.4)  # collapsed on the diagonal only
+    done = np.ones(shape, bool)
+    done[2, 0] = False
+    ok = np.ones(shape)
+    ok[0, 1] = 0.5
+    data = {v: (dims, nc) for v in ("nc1", "nc2", "nc3")}
+    data.update(
+        loss=(dims, np.full(shape, 1.5)), theory_loss=(dims, np.full(shape, 1.25)),
+        W_norm_sq=(dims, np.full(shape, 3.0)), theory_W_norm_sq=(dims, np.full(shape, 2.0)),
+        theory_collapsed=(dims, np.eye(3)), done=(dims, done), ok_fraction=(dims, ok),
+        path=(dims, np.full(shape, "p", dtype=object)),
+    )  # fmt: skip
+    text = sweep.summary(xr.Dataset(data, coords={"wd_W": values, "wd_H": values}))
+    lines = text.splitlines()
+    assert lines[0] == "sweep: 9 points over wd_W (3) x wd_H (3); 8 done, 7 with every init ok"
+    gap = next(line for line in lines if line.startswith("loss - closed form")).split()[-3:]
+    assert [float(x) for x in gap] == [0.25, 0.25, 0.25]
+    ratio = next(line for line in lines if line.startswith("||W||^2")).split()[-3:]
+    assert [float(x) for x in ratio] == [0.5, 0.5, 0.5]
+    assert "says so: 8 of 8 points agree" in text
+    # at most 16 points: a row per point done (under two header lines), the undone one left out
+    table = lines[len(lines) - lines[::-1].index("") :]
+    assert len(table) == 2 + 8, table
+    assert sweep.summary(xr.Dataset(data), points=4).splitlines()[-1].endswith("agree")
