@@ -453,14 +453,15 @@ def load_point(folder: str | Path, **coords) -> xr.Dataset:
     return results.load(Path(folder) / relative / "results.nc")
 
 
-# the rows of summary(): (label, index variable, closed form to subtract or divide by)
+# the rows of summary(): (label, index variable, its value against the closed form, or None)
 _SUMMARY_ROWS = (
-    ("loss - closed form", "loss", "theory_loss"),
+    ("loss - closed form", "loss", lambda v, ix: v - ix.get("theory_loss", np.nan)),
     ("NC1", "nc1", None),
     ("NC2", "nc2", None),
     ("NC3", "nc3", None),
     ("NC4", "nc4", None),
-    ("||W||^2 / closed form - 1", "W_norm_sq", "theory_W_norm_sq"),
+    ("||W||^2 / closed form - 1", "W_norm_sq",
+     lambda v, ix: v / ix.get("theory_W_norm_sq", np.nan) - 1),  # fmt: skip
 )
 # a point counts as collapsed when its median final NC1-NC3 are below this (as in results)
 _COLLAPSED_BELOW = 1e-3
@@ -485,18 +486,12 @@ def summary(index: xr.Dataset, points: int = 16) -> str:
     grid = " x ".join(f"{d} ({index.sizes[d]})" for d in dims)
     lines = [f"sweep: {total} points over {grid}; {done} done, {whole} with every init ok"]
     values = {}
-    for label, var, theory in _SUMMARY_ROWS:
-        if var not in index:
-            continue
-        v = index[var].where(index.done)
-        if theory == "theory_loss" and theory in index:
-            v = v - index[theory]
-        elif theory is not None and theory in index:
-            v = v / index[theory] - 1
-        elif theory is not None:
-            continue
-        if np.isfinite(v.values).any():
-            values[label] = v
+    for label, var, against in _SUMMARY_ROWS:
+        if var in index:
+            v = index[var].where(index.done)
+            v = v if against is None else against(v, index)
+            if np.isfinite(v.values).any():  # NaN where the model has no closed form
+                values[label] = v
     if values:
         head = f"{'point medians, final':<27} {'min':>11} {'median':>11} {'max':>11}"
         lines += ["", head, "-" * len(head)]

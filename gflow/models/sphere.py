@@ -51,8 +51,8 @@ def unit_rows(X: Array, fenced: bool = False) -> Array:
 
     Args:
         X: the rows, (n, d).
-        fenced: the norms behind an optimization barrier, so that XLA does not turn
-            X / sqrt(s) into X * rsqrt(s): the bits of the op-by-op division (for inits).
+        fenced: the norms behind an optimization barrier, so that XLA cannot fuse the
+            division into other bits: those of the op-by-op division (for inits).
 
     Returns:
         X_i / ||X_i||, (n, d).
