@@ -460,8 +460,11 @@ _SUMMARY_ROWS = (
     ("NC2", "nc2", None),
     ("NC3", "nc3", None),
     ("NC4", "nc4", None),
-    ("||W||^2 / closed form - 1", "W_norm_sq",
-     lambda v, ix: v / ix.get("theory_W_norm_sq", np.nan) - 1),  # fmt: skip
+    (
+        "||W||^2 / closed form - 1",
+        "W_norm_sq",
+        lambda v, ix: v / ix.get("theory_W_norm_sq", np.nan) - 1,
+    ),
 )
 # a point counts as collapsed when its median final NC1-NC3 are below this (as in results)
 _COLLAPSED_BELOW = 1e-3
