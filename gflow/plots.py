@@ -1,11 +1,12 @@
 """Figures from a results Dataset: trajectories across inits and the final geometry.
 
-Each ``plot_*`` returns a matplotlib Figure; :func:`save_figures` writes PNG and PDF.
+Each ``plot_*`` returns a matplotlib Figure; :func:`save_figures` writes them (PNG and PDF).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -21,6 +22,9 @@ _STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
+    # titles at a fixed height: matplotlib would otherwise move each above any top-axis tick
+    # labels (gflow draws none), measuring every axes of its row at every draw (~10% of a save)
+    "axes.titley": 1.0,
     "grid.alpha": 0.3,
     "savefig.dpi": 200,
     "savefig.bbox": "tight",
@@ -667,8 +671,10 @@ def savefig(fig: plt.Figure, path: str | Path, *also: str | Path) -> Path:
     return paths[0]
 
 
-def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
-    """Write the figures of a results Dataset into ``out``, each as PNG and PDF (:func:`savefig`).
+def save_figures(
+    ds: xr.Dataset, out: str | Path, formats: Sequence[str] = ("png", "pdf")
+) -> list[Path]:
+    """Write the figures of a results Dataset into ``out``, in each format (:func:`savefig`).
 
     trajectories and gram always; observables when the model saves its own observables, classes
     for imbalanced classes, margin when the results carry a KKT residual and elastic for
@@ -677,10 +683,14 @@ def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
     Args:
         ds: a results Dataset (``gflow.simulate``, or ``xarray.open_dataset`` of a results.nc).
         out: the folder (created if missing).
+        formats: the file formats, by suffix (``gflow run`` writes PNG only unless ``--pdf``).
 
     Returns:
         The paths written.
     """
+    formats = (formats,) if isinstance(formats, str) else tuple(formats)
+    if not formats or any(not isinstance(f, str) or not f.isalnum() for f in formats):
+        raise ValueError(f"formats: give suffixes such as ('png', 'pdf'), got {formats!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -693,8 +703,8 @@ def save_figures(ds: xr.Dataset, out: str | Path) -> list[Path]:
     if "theory_margin_rate" in ds.attrs:
         figures.append(("elastic", plot_elastic(ds)))
     for name, fig in figures:
-        files = [out / f"{name}.{ext}" for ext in ("png", "pdf")]
-        savefig(fig, *files)  # one layout for both
+        files = [out / f"{name}.{ext}" for ext in formats]
+        savefig(fig, *files)  # one layout for all
         paths += files
         plt.close(fig)
     return paths

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from gflow import cli, simulation
+from gflow import cli, results, simulation
 
 SMALL = """\
 [model]
@@ -92,9 +92,9 @@ def test_run_writes_results_meeting_the_contract(small_run):
     rho = 2 / c * math.log((c - 2 * 5e-3) / 5e-3)
     np.testing.assert_allclose(ds.W_norm_sq.isel(time=-1), rho, rtol=1e-6)
     assert ds.attrs["theory_W_norm_sq"] == pytest.approx(rho, rel=1e-14)
-    for ext in ("png", "pdf"):
-        assert (out / f"trajectories.{ext}").stat().st_size > 0
-        assert (out / f"gram.{ext}").stat().st_size > 0
+    for name in ("trajectories", "gram"):  # PNG only unless --pdf
+        assert (out / f"{name}.png").stat().st_size > 0
+        assert not (out / f"{name}.pdf").exists()
     assert not list(out.glob(".*tmp"))  # no leftover temporary file
 
 
@@ -102,6 +102,16 @@ def test_plot_command_redraws(small_run, tmp_path):
     _, out = small_run
     assert cli.main(["plot", str(out / "results.nc"), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "trajectories.png").exists() and (tmp_path / "gram.pdf").exists()
+
+
+def test_run_writes_pdf_figures_on_demand(small_run, tmp_path, monkeypatch):
+    """``--pdf``: every figure as PDF as well (the small run's results, replayed, not rerun)."""
+    _, out = small_run
+    ds = results.load(out / "results.nc")
+    monkeypatch.setattr(simulation, "run", lambda cfg, **_: (ds, tmp_path / "results.nc"))
+    assert cli.main(["run", str(out.parent / "small.toml"), "--quiet", "--pdf"]) == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {f"{n}.{e}" for n in ("trajectories", "gram") for e in ("png", "pdf")}
 
 
 def write_config(tmp_path, text):

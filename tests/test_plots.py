@@ -49,6 +49,16 @@ def test_save_figures_writes_png_and_pdf(dataset, tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
+def test_save_figures_writes_the_formats_asked(dataset, tmp_path):
+    paths = plots.save_figures(dataset, tmp_path / "png", "png")
+    assert sorted(p.name for p in paths) == ["gram.png", "trajectories.png"]
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["gram.png", "trajectories.png"]
+    for bad in ((), ("png", ".pdf"), (None,)):
+        with pytest.raises(ValueError, match="^formats: give suffixes such as"):
+            plots.save_figures(dataset, tmp_path / "bad", bad)
+    assert not (tmp_path / "bad").exists()  # refused before drawing or creating anything
+
+
 def test_ulpm_results_get_the_margin_figure(tmp_path):
     cfg = {
         "model": {"name": "ulpm", "classes": 3, "dim": 3, "per_class": 2},
