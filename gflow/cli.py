@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("demo", "run", "sweep", "bench"):
         _configure_runtime()
-    from gflow.config import ConfigError
+    from gflow.errors import ConfigError
 
     try:
         if args.command == "demo":
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 return EVERY_INIT_FAILED
         elif args.command == "bench":
             _bench(args.inits, args.steps, args.out)
-        elif args.command == "plot":
-            from gflow import results
+        elif args.command == "plot":  # light: xarray and matplotlib, no JAX for a results.nc
+            from gflow.results_file import load
 
             path = Path(args.results)
             if path.is_dir() and (path / "index.nc").is_file():  # a sweep: its phase diagram
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise ConfigError(f"results: file not found: {path}")
             try:
-                ds = results.load(path)
+                ds = load(path)
             except ConfigError:  # netCDF, but not gflow's: load says what it lacks
                 raise
             except Exception as err:  # noqa: BLE001

@@ -18,6 +18,7 @@ from typing import Any
 
 import tomli_w
 
+from gflow.errors import ConfigError  # raised for every bad field; gflow.config.ConfigError
 from gflow.models import registry
 from gflow.models.options import OptionError
 
@@ -29,10 +30,6 @@ PRECISIONS = ("float32", "float64")
 REPARAMS = ("none", "log", "loss")
 SAVE_SPACINGS = ("log", "linear")
 HESSIAN_METHODS = ("none", "dense", "lanczos")
-
-
-class ConfigError(ValueError):
-    """A bad config value; ``str(err)`` is one line naming the field and what is valid."""
 
 
 def _model_config() -> type:

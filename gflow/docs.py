@@ -554,7 +554,7 @@ API = {
                    "`gflow.simulate`, `gflow.run`, the cache of compiled solves.",
                    ("gflow.simulation",)),
     "config": ("gflow.config", "The typed config: TOML in, frozen dataclasses out, every field "
-               "checked before anything compiles.", ("gflow.config",)),
+               "checked before anything compiles.", ("gflow.config", "gflow.errors")),
     "models": ("gflow.models", "The model pattern, the declarations (`ModelSpec`, `Option`), "
                "the registry and each model's module.",
                ("gflow.models", "gflow.models.base", "gflow.models.options",
@@ -571,7 +571,7 @@ API = {
                ("gflow.theory.balanced", "gflow.theory.*")),
     "results": ("gflow.results", "Trajectories as an xarray Dataset, written to netCDF "
                 "atomically; what each variable means: the [results reference](../results.md).",
-                ("gflow.results", "gflow.variables")),
+                ("gflow.results", "gflow.results_file", "gflow.variables")),
     "plots": ("gflow.plots", "Figures from a results Dataset, and `savefig`, gflow's figure "
               "style at saving.", ("gflow.plots",)),
     "sweep": ("gflow.sweep", "Grids of runs from a config's list fields, resumable.",

@@ -172,7 +172,7 @@ def _metric_panels(ds: xr.Dataset) -> list[str]:
     """Up to four metrics to draw: the model's targets (those that vanish at its geometry, see
     :func:`gflow.results.target_metrics`), then NC1-NC4 to fill the panels (the regression
     UFM: NRC1-NRC3, then the fit ``train_mse``)."""
-    from gflow.results import target_metrics
+    from gflow.results_file import target_metrics
 
     names = [n for n in target_metrics(ds) if n in ds and ds[n].dims == ("init", "time")]
     fill = ("seli_distance", "nc1", "nc2", "nc3", "nc4")
@@ -243,7 +243,7 @@ def target_gram(ds: xr.Dataset) -> tuple[str, np.ndarray] | None:
         (name, Gram (K, K)), or None where no target Gram is known.
     """
     from gflow.models import registry
-    from gflow.results import target_metrics
+    from gflow.results_file import target_metrics
 
     model = _config(ds).get("model", {})
     spec = registry.SPECS.get(model.get("name"))

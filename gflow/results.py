@@ -30,6 +30,7 @@ from gflow.config import Config, ConfigError
 from gflow.dynamics.trajectory import STATUS, Trajectory
 from gflow.models import registry
 from gflow.models.base import Model, named_leaves
+from gflow.results_file import load, target_metrics  # re-exported here
 from gflow.variables import attributes
 
 TRAJECTORY_VARS = ("loss", "nc1", "nc2", "nc3", "nc4")
@@ -89,19 +90,6 @@ def theory_attrs(model: Model, cfg: Config) -> dict[str, float | int | str]:
     if spec.geometry is not None:
         attrs = {**attrs, "theory_geometry": spec.geometry(options)}
     return {**attrs, "theory_metrics": " ".join(spec.targets(options))}
-
-
-def target_metrics(ds: xr.Dataset) -> tuple[str, ...]:
-    """The metrics that vanish at the model's target geometry.
-
-    Args:
-        ds: a results Dataset.
-
-    Returns:
-        The names in its ``theory_metrics`` (NC1-NC4, the simplex ETF's, for files written
-        before it was recorded).
-    """
-    return tuple(ds.attrs.get("theory_metrics", "nc1 nc2 nc3 nc4").split())
 
 
 def to_dataset(
@@ -416,33 +404,6 @@ class PartStore:
         for path in self.folder.glob("*"):
             path.unlink(missing_ok=True)
         self.folder.rmdir()
-
-
-def load(path: str | Path) -> xr.Dataset:
-    """Open a results file fully into memory (the file is closed on return).
-
-    Args:
-        path: a results.nc.
-
-    Returns:
-        The Dataset.
-
-    Raises:
-        ConfigError: a netCDF file that gflow did not write (no ``time``, ``loss``, ``W``,
-            ``H`` or ``config`` attribute, e.g. a sweep's index.nc), in one line saying what
-            it lacks.
-    """
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        names = [name for name in ("time", "loss", "W", "H") if name not in ds.variables]
-        lacks = [f"variables {', '.join(names)}"] if names else []
-        lacks += [] if "config" in ds.attrs else ["the config attribute"]
-        if lacks:
-            hint = f"; it is a sweep's index: plot its folder, {Path(path).absolute().parent}"
-            raise ConfigError(
-                f"results: {path} is not a gflow results file or sweep folder (it lacks "
-                f"{' and '.join(lacks)}){hint if 'sweep' in ds.attrs else ''}"
-            )
-        return ds.load()
 
 
 def collapsed(ds: xr.Dataset, tol: float = 1e-3) -> xr.DataArray:
