@@ -359,7 +359,7 @@ def block_initializer(cfg: Config, model: Model, dtype) -> Callable[[int, int], 
 
 
 # Compiled batch solves of this process, by what changes the program (``program`` in
-# solve_batches: structure_key, dtype, devices, vector and batch width, progress); a
+# solve_batches: structure_key, dtype, devices, vector and call width, in-solve meter); a
 # second simulate/run of the same structure with other hyperparameter values reuses one.
 _PROGRAMS: dict[tuple, Any] = {}
 CACHE_STATS = {"compiles": 0, "hits": 0}
@@ -464,12 +464,15 @@ def solve_batches(
     progress: bool = False,
     checkpoints: checkpoint.Checkpoints | None = None,
 ) -> Iterator[list]:
-    """Solve each batch in turn, all its segments in one call of one compiled solve.
+    """Solve each batch in turn, all its segments in one compiled solve.
 
     Every init carries its own hyperparameters and traced settings, so the segments of a batch
     may differ in all of them (a sweep's points). Each batch is padded to the widest, rounded up
     to a multiple of (local devices x vector width); the init axis is sharded over the devices
-    (``run.shard``) and each device solves its inits in vectors (``lax.map``). The compiled
+    (``run.shard``) and each device solves its inits in vectors (``lax.map``). Inits in vectors
+    go through the solve in up to 16 equal slices (:func:`call_slices`), one call each, progress
+    counted between them, so that the program holds no host callback and JAX's persistent
+    cache keeps it; a single vmap (accelerators, root finds) is one call. The compiled
     solve is kept for this process (:func:`cache_info`): another call with the same structure
     neither retraces nor recompiles. An init's numbers do not depend on which batch, vector
     position or device it lands in.
@@ -517,13 +520,23 @@ def solve_batches(
         # a timed plan follows t1 and dt0, traced settings a sweep's points may differ in
         if any(cfg.dynamics != first.dynamics for segments in batches for cfg, _, _ in segments):
             plan = None
+    # inits in vectors are solved in a few calls of one program on a slice of the batch each,
+    # progress counted between the calls: no host callback inside, so the program is the same
+    # with or without progress and JAX's persistent cache keeps it (it refuses callbacks)
+    sliced = plan is None and vector > 0
+    step = width
+    if sliced:
+        calls, size = call_slices(width // unit)
+        step = size * unit
+        width = calls * step
+    meter = progress and not sliced  # host callbacks inside the solve
     program = (
         key,
         jnp.dtype(dtype).name,
         devices,
         vector,
-        width,
-        progress,
+        step,
+        meter,
         first.run.matmul_precision,
         after,
         None if plan is None else plan.lengths.shape,
@@ -545,10 +558,10 @@ def solve_batches(
         # (and diffrax's meter where the inits run as one vmap)
         solve = vectorized(
             batch.batch_solve(
-                first.dynamics, progress and (steps_meter or not vector),
+                first.dynamics, meter and (steps_meter or not vector),
                 first.run.hessian, first.run.hessian_iters, first.run.save_geometry, after,
             ),
-            vector, progress and not steps_meter,
+            vector, meter and not steps_meter,
         )  # fmt: skip
         # vectors are a sequential map, which needs each device's slice by hand (shard_map);
         # a plain vmap is left to jit on the sharded inputs (diffrax's implicit solvers
@@ -562,7 +575,7 @@ def solve_batches(
     # programs compile meanwhile): the same program, ready sooner
     pending = None
     if compiled is None and plan is None:
-        data0, shapes = inputs.shapes(batches[0][0], width, mesh)
+        data0, shapes = inputs.shapes(batches[0][0], step, mesh)
         pending = build((data0, *shapes))
     for number, segments in enumerate(batches, start=1):
         built = inputs.segments(segments)
@@ -571,7 +584,12 @@ def solve_batches(
             jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *parts)
             for parts in zip(*(b[1:5] for b in built), strict=True)
         )
-        args = [place(distributed.pad_to(t, width)) for t in (hyper, settings, params, keys)]
+        padded = [distributed.pad_to(t, width) for t in (hyper, settings, params, keys)]
+        parts = [
+            [place(jax.tree.map(lambda x, a=a: x[a : a + step], t)) for t in padded]
+            for a in range(0, width, step)
+        ]
+        args = parts[0]
         compile_seconds = 0.0
         if plan is not None:
             (_, lo, hi), *more = segments
@@ -590,14 +608,13 @@ def solve_batches(
         else:
             CACHE_STATS["hits"] += 1
         if plan is None:
-            if progress and first.dynamics.kind in STEPPED_KINDS:
-                METER.start(width * first.dynamics.steps, "of the steps")
-            elif progress and vector:
+            if progress and sliced:
                 METER.start(width, "of the inits solved")
+            elif progress and first.dynamics.kind in STEPPED_KINDS:
+                METER.start(width * first.dynamics.steps, "of the steps")
             start = time.perf_counter()
-            traj = ready(compiled(data, *args))
+            traj = _call_in_slices(compiled, data, parts, progress and sliced)
             run_seconds = time.perf_counter() - start
-            traj = jax.tree.map(np.asarray, traj)
         if progress and len(batches) > 1:
             (_, lo, hi), *more = segments
             what = f"{len(segments)} points" if more else f"inits {lo}-{hi - 1}"
@@ -742,6 +759,49 @@ def _solve_in_segments(first, model, plan, data, args, layout, progress, store, 
     final = jax.tree.unflatten(treedef, carry)[0]
     traj = batch.finish_segments(joined, final, save_grid(first.dynamics))
     return traj, compile_seconds, run_seconds
+
+
+def call_slices(units: int, most: int = 16, aim: int = 10) -> tuple[int, int]:
+    """How a batch of ``units`` (devices x vector width inits each) is cut into equal slices,
+    one call of the compiled solve each: as little padding as can be, then about ``aim``
+    slices (progress every tenth), never more than ``most``.
+
+    Args:
+        units: the batch's units (at least 1).
+        most: the most slices.
+        aim: the slice count preferred among those that pad equally little.
+
+    Returns:
+        ``(slices, units per slice)``; ``slices x units per slice >= units``.
+    """
+    if units <= most:
+        return units, 1
+    _, _, calls, size = min(
+        (n * -(-units // n) - units, abs(n - aim), n, -(-units // n)) for n in range(4, most + 1)
+    )
+    return calls, size
+
+
+def _call_in_slices(compiled: Callable, data, parts: list, progress: bool):
+    """Run ``compiled(data, *part)`` on every slice of a batch, each dispatched before the
+    previous one is waited for (the devices never idle between them), and join the slices'
+    trajectories as numpy; with ``progress``, :data:`gflow.progress.METER` counts each slice's
+    inits as it finishes."""
+    outs, done = [], []
+
+    def collect(out, size):
+        done.append(jax.tree.map(np.asarray, ready(out)))
+        if progress:
+            METER.add(size)
+
+    for part in parts:
+        outs.append(compiled(data, *part))
+        if len(outs) > 1:
+            collect(outs[-2], len(part[-1]))
+    collect(outs[-1], len(parts[-1][-1]))
+    if len(done) == 1:
+        return done[0]
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *done)
 
 
 def _shapes(tree) -> list:

@@ -1,0 +1,73 @@
+"""Progress without host callbacks: inits in vectors go through the compiled solve in a few
+equal slices, progress counted between the calls, so the program is the same with or without
+progress (one compilation serves both, and JAX's persistent cache, which refuses programs with
+host callbacks, keeps it) and the numbers are those of a quiet run."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gflow import simulation
+from gflow.simulation import call_slices
+
+CONFIG = {
+    "model": {"name": "ufm-ce", "classes": 3, "dim": 4, "per_class": 2},
+    "dynamics": {"t1": 100.0, "saves": 4, "rtol": 1e-8, "atol": 1e-10},
+    "init": {"count": 7},  # 4 vectors of 2 (the last padded): 4 slices on one device
+    "run": {"precision": "float64", "vector_width": 2},
+}
+
+
+@pytest.mark.parametrize("units", [1, 2, 9, 16, 17, 32, 63, 64, 100, 257, 1000])
+def test_slices_cover_the_batch_with_little_padding(units):
+    calls, size = call_slices(units)
+    assert 1 <= calls <= 16 and calls * size >= units
+    assert calls * size - units < calls  # under one unit per slice
+    if units <= 16:
+        assert (calls, size) == (units, 1)
+
+
+def test_slice_counts_prefer_no_padding_then_about_ten():
+    assert call_slices(32) == (8, 4)
+    assert call_slices(100) == (10, 10)
+    assert call_slices(64) == (8, 8)
+
+
+def test_a_run_with_progress_is_the_quiet_program_and_its_numbers(capsys):
+    loud = simulation.simulate(CONFIG, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    counted = [line for line in lines if "of the inits solved" in line]
+    assert len(counted) >= 3 and counted[-1].startswith("gflow: 100% of the inits solved")
+    before = simulation.cache_info()
+    quiet = simulation.simulate(CONFIG)
+    after = simulation.cache_info()
+    assert after["compiles"] == before["compiles"] and after["hits"] == before["hits"] + 1
+    for name, values in quiet.data_vars.items():
+        np.testing.assert_array_equal(loud[name].values, values.values, err_msg=name)
+    assert int(quiet.sizes["init"]) == 7
+
+
+# a fresh process with equinox's runtime checks off (EQX_ON_ERROR=nan, as the gflow command
+# sets them): what is left in the program is the solve's own
+CUSTOM_CALLS = """
+import re
+from gflow import simulation
+from test_progress_slices import CONFIG
+simulation.simulate(CONFIG, progress=True)
+(program,) = simulation._PROGRAMS.values()
+print(sorted(set(re.findall(r'custom_call_target="([^"]+)"', program.as_text()))))
+"""
+
+
+def test_the_compiled_solve_holds_no_host_callback():
+    env = dict(os.environ, EQX_ON_ERROR="nan", JAX_ENABLE_X64="1", GFLOW_CACHE_DIR="off")
+    done = subprocess.run(
+        [sys.executable, "-c", CUSTOM_CALLS], env=env, cwd=Path(__file__).parent,
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    targets = done.stdout.strip().splitlines()[-1]
+    assert targets.startswith("[") and "callback" not in targets, targets
