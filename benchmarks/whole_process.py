@@ -4,10 +4,11 @@ Flow: the reference problem (UFM-CE K=10, d=32, n=20, 64 inits, Tsit5 to t = 500
 rtol = atol = 1e-6, float32) as one ``gflow run`` with its figures, cold (no compilation cache)
 and warm (the same run again with the persistent cache filled), against torchode's whole
 process on the same work (start Python, import torch and torchode, build the same vector field,
-solve the 64 inits with a step size each). GD: the reference GD problem (B = 1024, 2,000 SGD
-steps, float32) as one ``gflow run`` cold and warm, against the PyTorch per-init loop's whole
-process (import, then torch.optim.SGD on one init at a time), timed on ``--loop-inits`` inits
-and extrapolated to 1024 (a full loop takes minutes).
+solve the 64 inits with a step size each); ``--quiet`` throughout, and the warm run once more
+with its progress lines (the command as typed: since 0.2.4 the same compiled program). GD: the
+reference GD problem (B = 1024, 2,000 SGD steps, float32) as one ``gflow run`` cold and warm,
+against the PyTorch per-init loop's whole process (import, then torch.optim.SGD on one init at
+a time), timed on ``--loop-inits`` inits and extrapolated to 1024 (a full loop takes minutes).
 
 Every contender runs ``--repeats`` times, interleaved; the record keeps all times and the
 medians. Writes benchmarks/results/whole_process.json with the machine.
@@ -71,11 +72,14 @@ def timed(args: list[str], env: dict) -> tuple[float, str]:
     return time.perf_counter() - start, done.stdout
 
 
-def gflow_run(config: Path, out: Path, cache: str, figures: bool = True) -> float:
+def gflow_run(
+    config: Path, out: Path, cache: str, figures: bool = True, quiet: bool = True
+) -> float:
     env = dict(os.environ, GFLOW_CACHE_DIR=cache, MPLBACKEND="Agg")
-    args = [sys.executable, "-m", "gflow.cli", "run", str(config), "--quiet", "--overwrite",
-            "--out", str(out)]  # fmt: skip
-    return timed([*args] if figures else [*args, "--no-plots"], env)[0]
+    args = [sys.executable, "-m", "gflow.cli", "run", str(config), "--overwrite", "--out", str(out)]
+    args += ["--quiet"] if quiet else []
+    args += [] if figures else ["--no-plots"]
+    return timed(args, env)[0]
 
 
 def main() -> None:
@@ -106,6 +110,9 @@ def main() -> None:
                 "flow_warm": lambda: gflow_run(work / "flow.toml", work / "flow", cache),
                 "flow_warm_no_figures": lambda: gflow_run(
                     work / "flow.toml", work / "flow", cache, figures=False
+                ),  # fmt: skip
+                "flow_warm_with_progress": lambda: gflow_run(
+                    work / "flow.toml", work / "flow", cache, quiet=False
                 ),  # fmt: skip
                 "torchode": lambda: timed([sys.executable, "-c", TORCHODE], env)[0],
                 "gd_cold": lambda: gflow_run(work / "gd.toml", work / "gd", "off"),

@@ -551,8 +551,8 @@ def _defined_in(module_name: str, name: str) -> str:
 # module of the package pkg that no page names (subpackages left out): a new module gets a page.
 API = {
     "simulation": ("gflow.simulation", "One call from a config to the results: "
-                   "`gflow.simulate`, `gflow.run`, the cache of compiled solves.",
-                   ("gflow.simulation",)),
+                   "`gflow.simulate`, `gflow.run`, the caches of compiled and traced solves.",
+                   ("gflow.simulation", "gflow.exported")),
     "config": ("gflow.config", "The typed config: TOML in, frozen dataclasses out, every field "
                "checked before anything compiles.", ("gflow.config", "gflow.errors")),
     "models": ("gflow.models", "The model pattern, the declarations (`ModelSpec`, `Option`), "

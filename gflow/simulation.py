@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 from jax.sharding import NamedSharding, PartitionSpec
 
-from gflow import batch, checkpoint, distributed, models, outdir, results
+from gflow import batch, checkpoint, distributed, exported, models, outdir, results
 from gflow import config as config_mod
 from gflow.batch import noise_keys, save_grid, state_bytes, vector_width, vectorized
 from gflow.config import STEPPED_KINDS, Config, ConfigError
@@ -568,7 +568,7 @@ def solve_batches(
         # reject shard_map)
         if mesh and vector:
             solve = distributed.per_device(solve, mesh, replicated=1)
-        return _Compilation(solve, inputs_or_shapes, first.run.matmul_precision)
+        return _Compilation(solve, inputs_or_shapes, first.run.matmul_precision, program)
 
     # the solve is traced now, on the shapes the first batch's inputs will have, and compiled
     # by XLA in another thread while this one draws the initial parameters (whose own small
@@ -811,27 +811,31 @@ def _shapes(tree) -> list:
 
 class _Compilation:
     """A batched solve traced and lowered here (on arrays or on ``jax.ShapeDtypeStruct``s
-    with their shardings) and compiled by XLA in a daemon thread (XLA releases the GIL, so
-    this thread goes on); :meth:`result` waits for it.
+    with their shardings), or read back traced (:mod:`gflow.exported`), and compiled by XLA in
+    a daemon thread (XLA releases the GIL, so this thread goes on); :meth:`result` waits for it.
 
     Args:
         solve: the batched solve, ``solve(data, hyper, settings, params, keys)``.
         arguments: its arguments, or their shapes.
         precision: ``run.matmul_precision``, in force while tracing.
+        program: what makes the program (``solve_batches``' key), naming its exported file.
     """
 
-    def __init__(self, solve: Callable, arguments: tuple, precision: str):
+    def __init__(self, solve: Callable, arguments: tuple, precision: str, program: tuple):
         self.start = time.perf_counter()
         self.shapes = _shapes(arguments[1:])
         # "highest": float32 products in full float32 on GPUs/TPUs too (not TF32/bf16)
         with jax.default_matmul_precision(precision):
-            lowered = jax.jit(solve).lower(*arguments)
+            # (program[5]: the in-solve meter, whose host callbacks cannot be exported)
+            found = None if program[5] else exported.lower(solve, arguments, program)
+            lowered, treedef = found if found else (jax.jit(solve).lower(*arguments), None)
         self._done = threading.Event()
         self._out: list = []
 
         def compile_it():
             try:
-                self._out.append(lowered.compile())
+                out = lowered.compile()
+                self._out.append(out if treedef is None else exported.FlatCall(out, treedef))
             except BaseException as err:  # noqa: BLE001 - raised again in result()
                 self._out.append(err)
             self._done.set()

@@ -1,0 +1,89 @@
+"""Traced solves kept on disk (gflow.exported): a process that finds the solve exported by an
+earlier one compiles it without tracing it, and the numbers are the same bits."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from gflow import exported
+
+# in a fresh process with equinox's runtime checks off, as the gflow command runs: three solves
+# of one config with the in-process cache cleared in between; prints what happened as
+# "key=value" lines and leaves the results in OUT
+SCRIPT = """
+import sys
+import numpy as np
+from gflow import batch, exported, simulation
+simulation.enable_compilation_cache(sys.argv[1])
+config = {
+    "model": {"name": "ufm-ce", "classes": 3, "dim": 4, "per_class": 2},
+    "dynamics": {"t1": 100.0, "saves": 4, "rtol": 1e-8, "atol": 1e-10},
+    "init": {"count": 3},
+    "run": {"precision": "float64"},
+}
+losses = []
+for what in sys.argv[2:]:
+    simulation.clear_cache()
+    if what == "corrupt":
+        for path in (exported.folder()).glob("*.jaxexport"):
+            path.write_bytes(b"not an export")
+    traces = batch.TRACES["solve"]
+    losses.append(simulation.simulate(config).loss.values)
+    print(f"{what}: traced={batch.TRACES['solve'] - traces} {exported.STATS}")
+print("same bits:", all(np.array_equal(losses[0], x) for x in losses))
+"""
+
+
+def _run(tmp_path: Path, *steps: str) -> list[str]:
+    env = dict(os.environ, EQX_ON_ERROR="nan", JAX_ENABLE_X64="1")
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "cache"), *steps],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.strip().splitlines()
+
+
+def test_a_second_process_compiles_the_exported_solve_without_tracing(tmp_path):
+    first = _run(tmp_path, "export")
+    assert first[0].startswith("export: traced=1 ") and "'exported': 1" in first[0], first
+    (saved,) = (tmp_path / "cache" / "exported").glob("*.jaxexport")
+    stamp = saved.stat().st_mtime_ns
+    second = _run(tmp_path, "load", "load")
+    assert second[0].startswith("load: traced=0 ") and "'loaded': 1" in second[0], second
+    assert "'loaded': 2" in second[1] and second[2] == "same bits: True", second
+    assert saved.stat().st_mtime_ns == stamp  # read, not written again
+
+
+def test_an_unreadable_export_is_traced_again(tmp_path):
+    lines = _run(tmp_path, "export", "corrupt")
+    assert lines[1].startswith("corrupt: traced=1 ") and "'refused': 1" in lines[1], lines
+    assert lines[2] == "same bits: True"
+
+
+def test_the_file_name_follows_the_program_and_the_arguments():
+    a = jax.ShapeDtypeStruct((4, 3), np.float64)
+    b = jax.ShapeDtypeStruct((4, 3), np.float32)
+    base = exported.digest(("ufm-ce", 1), [a])
+    assert base == exported.digest(("ufm-ce", 1), [a])
+    assert base != exported.digest(("ufm-ce", 2), [a])
+    assert base != exported.digest(("ufm-ce", 1), [b])
+    assert base != exported.digest(("ufm-ce", 1), [a, a])
+
+
+def test_exports_need_the_cache_folder_and_equinox_checks_off(monkeypatch, tmp_path):
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+        monkeypatch.setenv("EQX_ON_ERROR", "nan")
+        assert exported.folder() == tmp_path / "exported"
+        monkeypatch.setenv("EQX_ON_ERROR", "raise")  # host callbacks: nothing exported
+        assert exported.folder() is None
+        monkeypatch.setenv("EQX_ON_ERROR", "nan")
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert exported.folder() is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
