@@ -35,7 +35,6 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy import optimize
 
 RANK_TOL = 1e-3  # numerical rank: singular values above this fraction of the largest
 
@@ -75,6 +74,7 @@ def _nonzero_minimum(fit, slope, weight: float, power: float) -> tuple[float, fl
     """(x, f(x)) of the lowest local minimum over x > 0 of f(x) = fit(x) + weight x^power
     (``slope`` = fit'), or None when f only increases: a log grid over [1e-8, 1e4] brackets it
     and Brent's method finds the root of f' there (to machine precision in x)."""
+    from scipy import optimize  # scipy here, not at import: ~0.3 s of every start
 
     def f(x):
         return fit(x) + weight * x**power

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import log_softmax, softmax
 
 
 def _psd_sqrt(A: np.ndarray) -> np.ndarray:
@@ -257,6 +256,8 @@ def ufm_ce_imbalanced_optimum(
     Raises:
         ValueError: a weight decay is not positive, or the counts are not K >= 2 positive ints.
     """
+    from scipy.special import log_softmax, softmax  # here, not at import: ~0.3 s a start
+
     if wd_W <= 0 or wd_H <= 0:
         raise ValueError("wd_W, wd_H: the UFM-CE closed form needs both weight decays > 0")
     ns = _counts(counts)

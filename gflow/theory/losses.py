@@ -49,8 +49,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
-from scipy.special import expit
 
 from gflow.theory.balanced import simplex_etf
 
@@ -87,6 +85,8 @@ def etf_loss_profile(
     Raises:
         ValueError: an unknown kind, or smoothing or focal_gamma out of range.
     """
+    from scipy.special import expit  # scipy here, not at import: ~0.3 s of every start
+
     _check(kind, smoothing, focal_gamma)
     K, g = classes, margin
     shift = g - math.log(K - 1)
@@ -176,6 +176,8 @@ def zero_global_threshold_wd(
     Returns:
         The threshold on sqrt(wd_W wd_H).
     """
+    from scipy.optimize import minimize_scalar  # (scipy: see etf_loss_profile)
+
     K, n = classes, per_class
 
     def ratio(g):  # (phi(0) - phi(g))/(K sqrt(n) t), t = g (K - 1)/K
@@ -250,6 +252,8 @@ def ufm_loss_optimum(
     Raises:
         ValueError: a weight decay is not positive, an unknown kind, or an option out of range.
     """
+    from scipy.optimize import brentq  # (scipy: see etf_loss_profile)
+
     _check(kind, smoothing, focal_gamma)
     if wd_W <= 0 or wd_H <= 0:
         raise ValueError("wd_W, wd_H: the closed form needs both weight decays > 0")
