@@ -36,7 +36,7 @@ from gflow.dynamics.trajectory import Trajectory
 
 export.register_namedtuple_serialization(Trajectory, serialized_name="gflow.Trajectory")
 
-STATS = {"exported": 0, "loaded": 0, "refused": 0}
+STATS = {"exported": 0, "loaded": 0, "unreadable": 0, "failed": 0}
 _PACKAGES = ("gflow", "jax", "jaxlib", "diffrax", "equinox", "lineax", "optimistix", "optax")
 
 
@@ -92,18 +92,23 @@ def lower(solve: Callable, arguments: tuple, program: tuple) -> tuple[Any, Any] 
     Returns:
         ``(lowered, treedef)``: ``lowered`` takes the flat leaves of the arguments, whose
         treedef is ``treedef``; None where nothing can be exported (no folder, or the export
-        failed: then the caller traces as usual).
+        failed: then the caller traces as usual). An unreadable file is replaced.
     """
     where = folder()
     if where is None:
         return None
     flat, treedef = jax.tree.flatten(arguments)
     path = where / f"{digest(program, flat)}.jaxexport"
-    try:
-        if path.exists():
+    exported = None
+    if path.exists():
+        try:
             exported = export.deserialize(bytearray(path.read_bytes()))
             STATS["loaded"] += 1
-        else:
+        except Exception:  # noqa: BLE001 - unreadable (truncated, foreign): exported again
+            path.unlink(missing_ok=True)
+            STATS["unreadable"] += 1
+    try:
+        if exported is None:
 
             def flat_solve(*leaves):
                 return solve(*jax.tree.unflatten(treedef, leaves))
@@ -115,7 +120,7 @@ def lower(solve: Callable, arguments: tuple, program: tuple) -> tuple[Any, Any] 
             STATS["exported"] += 1
         return jax.jit(exported.call).lower(*flat), treedef
     except Exception:  # noqa: BLE001 - any failure: trace as usual
-        STATS["refused"] += 1
+        STATS["failed"] += 1
         return None
 
 

@@ -11,30 +11,28 @@ import numpy as np
 
 from gflow import exported
 
-# in a fresh process with equinox's runtime checks off, as the gflow command runs: three solves
-# of one config with the in-process cache cleared in between; prints what happened as
-# "key=value" lines and leaves the results in OUT
+# in a fresh process with equinox's runtime checks off, as the gflow command runs: solves of one
+# config with the in-process cache cleared before each; prints what happened as "key=value"
+# lines, whether every solve gave the same bits, and the custom calls of the last program (a
+# run with progress: its slices hold no host callback, see test_progress_slices.py)
 SCRIPT = """
-import sys
+import re, sys
 import numpy as np
 from gflow import batch, exported, simulation
+from test_progress_slices import CONFIG
 simulation.enable_compilation_cache(sys.argv[1])
-config = {
-    "model": {"name": "ufm-ce", "classes": 3, "dim": 4, "per_class": 2},
-    "dynamics": {"t1": 100.0, "saves": 4, "rtol": 1e-8, "atol": 1e-10},
-    "init": {"count": 3},
-    "run": {"precision": "float64"},
-}
 losses = []
 for what in sys.argv[2:]:
     simulation.clear_cache()
     if what == "corrupt":
-        for path in (exported.folder()).glob("*.jaxexport"):
+        for path in exported.folder().glob("*.jaxexport"):
             path.write_bytes(b"not an export")
     traces = batch.TRACES["solve"]
-    losses.append(simulation.simulate(config).loss.values)
+    losses.append(simulation.simulate(CONFIG, progress=True).loss.values)
     print(f"{what}: traced={batch.TRACES['solve'] - traces} {exported.STATS}")
 print("same bits:", all(np.array_equal(losses[0], x) for x in losses))
+(program,) = simulation._PROGRAMS.values()
+print(sorted(set(re.findall(r'custom_call_target="([^"]+)"', program.as_text()))))
 """
 
 
@@ -42,26 +40,27 @@ def _run(tmp_path: Path, *steps: str) -> list[str]:
     env = dict(os.environ, EQX_ON_ERROR="nan", JAX_ENABLE_X64="1")
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "cache"), *steps],
-        env=env, capture_output=True, text=True, check=True,
+        env=env, cwd=Path(__file__).parent, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    return done.stdout.strip().splitlines()
+    return [line for line in done.stdout.splitlines() if not line.startswith("gflow: ")]
 
 
 def test_a_second_process_compiles_the_exported_solve_without_tracing(tmp_path):
     first = _run(tmp_path, "export")
     assert first[0].startswith("export: traced=1 ") and "'exported': 1" in first[0], first
+    assert "callback" not in first[2] and first[2].startswith("["), first  # progress: none
     (saved,) = (tmp_path / "cache" / "exported").glob("*.jaxexport")
     stamp = saved.stat().st_mtime_ns
-    second = _run(tmp_path, "load", "load")
+    second = _run(tmp_path, "load", "load", "corrupt")
     assert second[0].startswith("load: traced=0 ") and "'loaded': 1" in second[0], second
-    assert "'loaded': 2" in second[1] and second[2] == "same bits: True", second
-    assert saved.stat().st_mtime_ns == stamp  # read, not written again
-
-
-def test_an_unreadable_export_is_traced_again(tmp_path):
-    lines = _run(tmp_path, "export", "corrupt")
-    assert lines[1].startswith("corrupt: traced=1 ") and "'refused': 1" in lines[1], lines
-    assert lines[2] == "same bits: True"
+    assert "'loaded': 2" in second[1], second
+    # an unreadable file is traced and exported again; every solve gave the first one's bits
+    assert second[2].startswith("corrupt: traced=1 "), second
+    assert "'exported': 1" in second[2] and "'unreadable': 1" in second[2], second
+    assert second[3] == "same bits: True", second
+    assert saved.stat().st_mtime_ns != stamp
+    third = _run(tmp_path, "load")  # the new file is read back
+    assert third[0].startswith("load: traced=0 ") and "'loaded': 1" in third[0], third
 
 
 def test_the_file_name_follows_the_program_and_the_arguments():
