@@ -20,6 +20,7 @@ back falls back to tracing as usual.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from gflow.dynamics.trajectory import Trajectory
 
 export.register_namedtuple_serialization(Trajectory, serialized_name="gflow.Trajectory")
 
-STATS = {"exported": 0, "loaded": 0, "unreadable": 0, "failed": 0}
+STATS = {"exported": 0, "loaded": 0, "unreadable": 0, "unwritable": 0, "failed": 0}
 _PACKAGES = ("gflow", "jax", "jaxlib", "diffrax", "equinox", "lineax", "optimistix", "optax")
 
 
@@ -105,7 +106,8 @@ def lower(solve: Callable, arguments: tuple, program: tuple) -> tuple[Any, Any] 
             exported = export.deserialize(bytearray(path.read_bytes()))
             STATS["loaded"] += 1
         except Exception:  # noqa: BLE001 - unreadable (truncated, foreign): exported again
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
             STATS["unreadable"] += 1
     try:
         if exported is None:
@@ -115,9 +117,12 @@ def lower(solve: Callable, arguments: tuple, program: tuple) -> tuple[Any, Any] 
 
             exported = export.export(jax.jit(flat_solve))(*flat)
             data = exported.serialize()
-            where.mkdir(parents=True, exist_ok=True)
-            replace_atomically(path, lambda tmp: Path(tmp).write_bytes(data))
-            STATS["exported"] += 1
+            try:
+                where.mkdir(parents=True, exist_ok=True)
+                replace_atomically(path, lambda tmp: Path(tmp).write_bytes(data))
+                STATS["exported"] += 1
+            except OSError:  # a read-only or full cache: this process still uses its export
+                STATS["unwritable"] += 1
         return jax.jit(exported.call).lower(*flat), treedef
     except Exception:  # noqa: BLE001 - any failure: trace as usual
         STATS["failed"] += 1

@@ -16,7 +16,7 @@ from gflow import exported
 # lines, whether every solve gave the same bits, and the custom calls of the last program (a
 # run with progress: its slices hold no host callback, see test_progress_slices.py)
 SCRIPT = """
-import re, sys
+import re, shutil, sys
 import numpy as np
 from gflow import batch, exported, simulation
 from test_progress_slices import CONFIG
@@ -27,6 +27,9 @@ for what in sys.argv[2:]:
     if what == "corrupt":
         for path in exported.folder().glob("*.jaxexport"):
             path.write_bytes(b"not an export")
+    if what == "blocked":  # a file where the folder would be: nothing can be written
+        shutil.rmtree(exported.folder())
+        exported.folder().write_text("in the way")
     traces = batch.TRACES["solve"]
     losses.append(simulation.simulate(CONFIG, progress=True).loss.values)
     print(f"{what}: traced={batch.TRACES['solve'] - traces} {exported.STATS}")
@@ -59,8 +62,11 @@ def test_a_second_process_compiles_the_exported_solve_without_tracing(tmp_path):
     assert "'exported': 1" in second[2] and "'unreadable': 1" in second[2], second
     assert second[3] == "same bits: True", second
     assert saved.stat().st_mtime_ns != stamp
-    third = _run(tmp_path, "load")  # the new file is read back
+    third = _run(tmp_path, "load", "blocked")  # the new file is read back
     assert third[0].startswith("load: traced=0 ") and "'loaded': 1" in third[0], third
+    # an unwritable cache: the process still solves with its own export, traced once
+    assert third[1].startswith("blocked: traced=1 ") and "'unwritable': 1" in third[1], third
+    assert "'failed': 0" in third[1] and third[2] == "same bits: True", third
 
 
 def test_the_file_name_follows_the_program_and_the_arguments():
