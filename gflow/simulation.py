@@ -529,7 +529,7 @@ def solve_batches(
         calls, size = call_slices(width // unit)
         step = size * unit
         width = calls * step
-    meter = progress and not sliced  # host callbacks inside the solve
+    meter = progress and plan is None and not sliced  # host callbacks inside the solve
     program = (
         key,
         jnp.dtype(dtype).name,
@@ -682,8 +682,10 @@ def _solve_in_segments(first, model, plan, data, args, layout, progress, store, 
                 file=sys.stderr,
                 flush=True,
             )
+        # no meter inside (host callbacks would keep the programs out of the persistent
+        # cache): each segment, a few seconds of work, is counted once done
         begin, advance = batch.segment_solve(
-            first.dynamics, progress, first.run.hessian, first.run.hessian_iters,
+            first.dynamics, False, first.run.hessian, first.run.hessian_iters,
             first.run.save_geometry,
         )  # fmt: skip
         programs = []
@@ -742,7 +744,7 @@ def _solve_in_segments(first, model, plan, data, args, layout, progress, store, 
         placed = jax.tree.unflatten(treedef, [place(x) for x in carry])
         new, obs = ready(programs[1](shared, hyper, settings, placed, keys))
         carry = [np.asarray(x) for x in jax.tree.leaves(new)]
-        if progress and plan.timed:  # an SDE's or a flow's segment is counted once done
+        if progress:
             METER.add(width * int(plan.lengths[k].sum()))
         observed.append({n: np.asarray(v)[:, plan.saved[k]] for n, v in obs.items()})
         if store is not None and k + 1 < plan.count:

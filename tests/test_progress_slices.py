@@ -1,7 +1,8 @@
 """Progress without host callbacks: inits in vectors go through the compiled solve in a few
 equal slices, progress counted between the calls, so the program is the same with or without
 progress (one compilation serves both, and JAX's persistent cache, which refuses programs with
-host callbacks, keeps it) and the numbers are those of a quiet run."""
+host callbacks, keeps it) and the numbers are those of a quiet run. Runs cut in segments count
+each segment once done, the same way."""
 
 import numpy as np
 import pytest
@@ -48,3 +49,22 @@ def test_a_run_with_progress_is_the_quiet_program_and_its_numbers(capsys):
 
 # that the sliced program holds no host callback at all (with equinox's checks off, as the gflow
 # command runs) is checked in a fresh process by tests/test_exported.py
+
+
+def test_a_segmented_run_counts_its_segments_and_is_the_quiet_program(capsys, monkeypatch):
+    config = {
+        "model": {"name": "ufm-ce", "classes": 3, "dim": 4, "per_class": 2},
+        "dynamics": {"kind": "gd", "lr": 0.1, "steps": 400, "saves": 5},
+        "init": {"count": 3},
+        "run": {"precision": "float64"},
+    }
+    monkeypatch.setenv("GFLOW_SEGMENT_WORK", "12000")  # 400 steps x 3 inits x 39: 4 segments
+    assert simulation.segment_plan(simulation.as_config(config)).count == 4
+    loud = simulation.simulate(config, progress=True)
+    counted = [line for line in capsys.readouterr().err.splitlines() if "of the steps" in line]
+    assert len(counted) == 4 and counted[-1].startswith("gflow: 100% of the steps"), counted
+    before = simulation.cache_info()
+    quiet = simulation.simulate(config)
+    assert simulation.cache_info()["compiles"] == before["compiles"]
+    for name, values in quiet.data_vars.items():
+        np.testing.assert_array_equal(loud[name].values, values.values, err_msg=name)
