@@ -568,7 +568,9 @@ def solve_batches(
         # reject shard_map)
         if mesh and vector:
             solve = distributed.per_device(solve, mesh, replicated=1)
-        return _Compilation(solve, inputs_or_shapes, first.run.matmul_precision, program)
+        # the in-solve meter's host callbacks cannot be exported (gflow.exported)
+        exportable = program if not meter else None
+        return _Compilation(solve, inputs_or_shapes, first.run.matmul_precision, exportable)
 
     # the solve is traced now, on the shapes the first batch's inputs will have, and compiled
     # by XLA in another thread while this one draws the initial parameters (whose own small
@@ -789,18 +791,19 @@ def _call_in_slices(compiled: Callable, data, parts: list, progress: bool):
     previous one is waited for (the devices never idle between them), and join the slices'
     trajectories as numpy; with ``progress``, :data:`gflow.progress.METER` counts each slice's
     inits as it finishes."""
-    outs, done = [], []
+    done, waiting = [], None
 
-    def collect(out, size):
+    def collect(out):
         done.append(jax.tree.map(np.asarray, ready(out)))
         if progress:
-            METER.add(size)
+            METER.add(len(done[-1].status))
 
     for part in parts:
-        outs.append(compiled(data, *part))
-        if len(outs) > 1:
-            collect(outs[-2], len(part[-1]))
-    collect(outs[-1], len(parts[-1][-1]))
+        out = compiled(data, *part)
+        if waiting is not None:
+            collect(waiting)
+        waiting = out
+    collect(waiting)
     if len(done) == 1:
         return done[0]
     return jax.tree.map(lambda *xs: np.concatenate(xs), *done)
@@ -820,16 +823,16 @@ class _Compilation:
         solve: the batched solve, ``solve(data, hyper, settings, params, keys)``.
         arguments: its arguments, or their shapes.
         precision: ``run.matmul_precision``, in force while tracing.
-        program: what makes the program (``solve_batches``' key), naming its exported file.
+        program: what makes the program (``solve_batches``' key), naming its exported file;
+            None: traced here, not exported (a solve with host callbacks).
     """
 
-    def __init__(self, solve: Callable, arguments: tuple, precision: str, program: tuple):
+    def __init__(self, solve: Callable, arguments: tuple, precision: str, program: tuple | None):
         self.start = time.perf_counter()
         self.shapes = _shapes(arguments[1:])
         # "highest": float32 products in full float32 on GPUs/TPUs too (not TF32/bf16)
         with jax.default_matmul_precision(precision):
-            # (program[5]: the in-solve meter, whose host callbacks cannot be exported)
-            found = None if program[5] else exported.lower(solve, arguments, program)
+            found = None if program is None else exported.lower(solve, arguments, program)
             lowered, treedef = found if found else (jax.jit(solve).lower(*arguments), None)
         self._done = threading.Event()
         self._out: list = []
